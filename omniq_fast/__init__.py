@@ -1,0 +1,81 @@
+"""omniq-fast: a fast, wire-exact Python client for the OmniQ v1 job queue.
+
+``Client`` is the Pythonic entry point; ``OmniqClient`` is a drop-in for the official
+``omniq.client.OmniqClient``. ``IMPLEMENTATION`` says which hot path loaded: ``"cython"``
+(the compiled core) or ``"python"`` (the pure twin, forced by ``OMNIQ_FAST_NO_EXTENSIONS=1``).
+"""
+
+from ._compat import IMPLEMENTATION
+from ._version import __version__
+from .client import Client, OmniqClient, now_ms
+from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
+from .errors import (
+    AdminError,
+    ConnectionLost,
+    InvalidArgument,
+    InvalidKey,
+    InvalidPayload,
+    InvalidPayloadValue,
+    InvalidQueueName,
+    LeaseError,
+    NotActive,
+    OmniqError,
+    ProtocolError,
+    ScriptError,
+    TokenMismatch,
+    TokenRequired,
+)
+from .types import (
+    AckFailResult,
+    BatchResultItem,
+    Paused,
+    ReservedJob,
+    ReserveJob,
+    ReservePaused,
+    ReserveResult,
+)
+
+__all__ = [
+    "IMPLEMENTATION",
+    "__version__",
+    "Client",
+    "OmniqClient",
+    "now_ms",
+    "consume",
+    "Consumer",
+    "ConsumerStats",
+    "JobCtx",
+    "Exec",
+    "CheckCompletion",
+    "QueueMonitor",
+    "OmniqError",
+    "InvalidQueueName",
+    "InvalidKey",
+    "InvalidPayload",
+    "InvalidPayloadValue",
+    "InvalidArgument",
+    "ScriptError",
+    "LeaseError",
+    "TokenRequired",
+    "TokenMismatch",
+    "NotActive",
+    "AdminError",
+    "ProtocolError",
+    "ConnectionLost",
+    "ReservedJob",
+    "ReserveJob",
+    "Paused",
+    "ReservePaused",
+    "ReserveResult",
+    "BatchResultItem",
+    "AckFailResult",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The monitor pulls in its models only when asked for.
+    if name == "QueueMonitor":
+        from .monitor import QueueMonitor
+
+        return QueueMonitor
+    raise AttributeError(f"module 'omniq_fast' has no attribute {name!r}")

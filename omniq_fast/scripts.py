@@ -1,0 +1,56 @@
+"""The one registry of our Lua scripts (``omniq_fast/lua/*.lua``).
+
+Each script (``_lib.lua``, the shared prelude, followed by the script's own file) is read
+once per process and addressed by its SHA1; clients run it with EVALSHA
+and load it with SCRIPT LOAD only when the server answers NOSCRIPT (first use, or after a
+SCRIPT FLUSH or a server restart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["Script", "SCRIPT_NAMES", "script"]
+
+#: Every script of PROTOCOL.md §5, by file name (without ``.lua``).
+SCRIPT_NAMES = (
+    "enqueue",
+    "reserve",
+    "heartbeat",
+    "ack_success",
+    "ack_fail",
+    "promote_delayed",
+    "reap_expired",
+    "pause",
+    "resume",
+    "retry_failed",
+    "retry_failed_batch",
+    "remove_job",
+    "remove_jobs_batch",
+    "childs_init",
+    "child_ack",
+)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script's name, source and SHA1 (as bytes, ready for EVALSHA)."""
+
+    name: str
+    source: bytes
+    sha: bytes
+
+
+@lru_cache(maxsize=None)
+def script(name: str) -> Script:
+    """The script ``name`` from ``omniq_fast/lua/``."""
+    if name not in SCRIPT_NAMES:
+        raise KeyError(f"unknown script {name!r}")
+    lua = resources.files("omniq_fast").joinpath("lua")
+    # Each script is sent whole (EVALSHA runs one body), so the shared prelude is
+    # prepended here rather than copied into every file.
+    source = lua.joinpath("_lib.lua").read_bytes() + b"\n" + lua.joinpath(name + ".lua").read_bytes()
+    return Script(name, source, hashlib.sha1(source).hexdigest().encode("ascii"))

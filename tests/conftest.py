@@ -1,0 +1,108 @@
+"""Test fixtures: a real server, per-test queue names, the official SDK as an oracle.
+
+``REDIS_URL`` chooses the server; without it an embedded Valkey is started on a free
+loopback port for the session. Tests only touch keys under their own queue names, so a
+shared server (and its other data) is safe. The oracle uses a second database of the same
+server (``OMNIQ_FAST_TEST_ORACLE_DB``, default: the next one).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from types import ModuleType
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+from support import delete_prefixed
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _db_of(url: str) -> int:
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path else 0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from omniq_fast.embedded import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def oracle_url(redis_url: str) -> str:
+    db = int(os.environ.get("OMNIQ_FAST_TEST_ORACLE_DB", (_db_of(redis_url) + 1) % 16))
+    return _with_db(redis_url, db)
+
+
+@pytest.fixture
+def qname(redis_url: str, oracle_url: str) -> Iterator[str]:
+    """A queue name no other test uses; every key under it is deleted afterwards.
+
+    Tests that need several queues or counters use names that start with this one
+    (``qname + "b"``, ``"cc:" + qname``), so the clean-up finds them.
+    """
+    name = "t" + uuid.uuid4().hex[:12]
+    yield name
+    for url in (redis_url, oracle_url):
+        r = redis.Redis.from_url(url)
+        delete_prefixed(r, "{" + name, "{cc:" + name)
+        r.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def r2(oracle_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(oracle_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def oracle(oracle_url: str):  # type: ignore[no-untyped-def]
+    """The official ``omniq==4.0.0`` client on the oracle database (a black box)."""
+    from omniq.client import OmniqClient as OfficialClient
+
+    parts = urlsplit(oracle_url)
+    client = OfficialClient(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        db=_db_of(oracle_url),
+        username=parts.username,
+        password=parts.password,
+        ssl=parts.scheme == "rediss",
+    )
+    yield client
+    client.close()
+
+
+def _implementations() -> list:  # type: ignore[type-arg]
+    from omniq_fast import _core_py
+
+    params = [pytest.param(_core_py, id="python")]
+    return params
+
+
+@pytest.fixture(params=_implementations())
+def core(request: pytest.FixtureRequest) -> ModuleType:
+    """The hot-path implementation under test (compiled core or pure twin)."""
+    return request.param  # type: ignore[no-any-return]
