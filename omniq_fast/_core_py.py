@@ -176,7 +176,7 @@ def _text(item: object) -> str:
 
 def _int(item: object) -> int:
     try:
-        return int(item)  # type: ignore[call-overload]
+        return int(item)  # type: ignore[call-overload,no-any-return]
     except (TypeError, ValueError):
         raise ProtocolError(f"expected an integer in the reply, got {item!r}") from None
 

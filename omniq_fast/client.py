@@ -29,7 +29,7 @@ from .transport import Transport
 from .types import AckFailResult, BatchResultItem, ReserveResult
 
 if TYPE_CHECKING:
-    from .consumer import Handler
+    from .consumer import ConsumerStats, Handler, LineLogger
 
 __all__ = ["Client", "OmniqClient", "now_ms", "MAX_BATCH"]
 
@@ -122,7 +122,7 @@ class Client:
                 redis = redis_py.Redis(**redis_options)
             else:
                 redis = redis_py.Redis.from_url(url, **redis_options)
-        self._core: ModuleType = _core if _core is not None else _compat  # type: ignore[assignment]
+        self._core: ModuleType = _core if _core is not None else _compat
         self._transport = Transport(redis, self._core)
 
     # ------------------------------------------------------------------ lifecycle
@@ -352,9 +352,10 @@ class Client:
         reply = self._run("retry_failed_batch", anchor, now, len(ids), *ids)
         return _parse_batch("RETRY_FAILED_BATCH", reply)
 
-    def remove_job(self, queue: str, job_id: str, lane: str) -> None:
+    def remove_job(self, queue: str, job_id: str, lane: str) -> str:
         """Delete a job that is not running from ``lane`` (``wait``, ``delayed``,
-        ``failed``, ``completed`` or ``gwait`` for grouped waiting jobs).
+        ``failed``, ``completed`` or ``gwait`` for grouped waiting jobs); returns ``"OK"``
+        (as the official SDK does).
 
         Raises :class:`~omniq_fast.errors.AdminError` with reason ``NO_JOB``, ``ACTIVE``,
         ``LANE_MISMATCH`` or ``NOT_IN_LANE``.
@@ -363,6 +364,7 @@ class Client:
         self._check_lane(lane)
         reply = self._run("remove_job", anchor, _check_id("job_id", job_id), lane)
         self._admin_status("REMOVE_JOB", reply)
+        return "OK"
 
     def remove_jobs_batch(
         self, queue: str, lane: str, job_ids: Sequence[str]
@@ -436,11 +438,34 @@ class Client:
 
     # ------------------------------------------------------------------ consumer
 
-    def consume(self, queue: str, handler: "Handler", **options: Any) -> Any:
-        """Run a consumer loop on ``queue``; see :func:`omniq_fast.consume`."""
-        from .consumer import consume
+    def consume(
+        self,
+        queue: str,
+        handler: "Handler",
+        *,
+        poll_interval_s: float = 0.05,
+        promote_interval_s: float = 1.0,
+        promote_batch: int = 1000,
+        reap_interval_s: float = 1.0,
+        reap_batch: int = 1000,
+        heartbeat_interval_s: Optional[float] = None,
+        verbose: bool = False,
+        logger: "LineLogger" = print,
+        drain: bool = True,
+        stop_on_ctrl_c: bool = True,
+        max_jobs: Optional[int] = None,
+    ) -> "ConsumerStats":
+        """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
+        for the options and the stop rules."""
+        from .consumer import Consumer
 
-        return consume(self, queue=queue, handler=handler, **options)
+        return Consumer(
+            self, queue, handler, poll_interval_s=poll_interval_s,
+            promote_interval_s=promote_interval_s, promote_batch=promote_batch,
+            reap_interval_s=reap_interval_s, reap_batch=reap_batch,
+            heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
+            drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
+        ).run()  # fmt: skip
 
 
 class OmniqClient(Client):

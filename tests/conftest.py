@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from types import ModuleType
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -77,22 +77,51 @@ def r2(oracle_url: str) -> Iterator[redis.Redis]:
     conn.close()
 
 
+class _Oracle:
+    """The official client behind a short repr.
+
+    Test reports (hypothesis prints every argument of a failing example) must not dump the
+    official client's internals: its repr includes its GPL-licensed scripts, which we must
+    not read.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def __repr__(self) -> str:
+        return "<official omniq 4.0.0 OmniqClient>"
+
+
 @pytest.fixture
-def oracle(oracle_url: str):  # type: ignore[no-untyped-def]
+def oracle(oracle_url: str) -> Iterator[Any]:
     """The official ``omniq==4.0.0`` client on the oracle database (a black box)."""
+    yield from _official_client(oracle_url)
+
+
+def _official_client(url: str) -> Iterator[Any]:
     from omniq.client import OmniqClient as OfficialClient
 
-    parts = urlsplit(oracle_url)
+    parts = urlsplit(url)
     client = OfficialClient(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 6379,
-        db=_db_of(oracle_url),
+        db=_db_of(url),
         username=parts.username,
         password=parts.password,
         ssl=parts.scheme == "rediss",
     )
-    yield client
+    yield _Oracle(client)
     client.close()
+
+
+@pytest.fixture
+def oracle_on_ours(redis_url: str) -> Iterator[Any]:
+    """The official client on *our* database: for interop tests (each side reads the
+    other's queues)."""
+    yield from _official_client(redis_url)
 
 
 def _implementations() -> list:  # type: ignore[type-arg]
@@ -102,7 +131,7 @@ def _implementations() -> list:  # type: ignore[type-arg]
     return params
 
 
-@pytest.fixture(params=_implementations())
+@pytest.fixture(scope="session", params=_implementations())
 def core(request: pytest.FixtureRequest) -> ModuleType:
     """The hot-path implementation under test (compiled core or pure twin)."""
     return request.param  # type: ignore[no-any-return]

@@ -13,26 +13,33 @@ def snapshot(r: redis.Redis, *prefixes: str) -> dict[bytes, Any]:
     """Every key starting with one of ``prefixes``: its type, full value and TTL.
 
     Values are normalised so two snapshots compare with ``==``: zsets keep their order and
-    scores, sets are sorted, TTLs are -1 (none) or "has one".
+    scores, sets are sorted, TTLs are -1 (none) or "has one". Three round trips in all.
     """
-    out: dict[bytes, Any] = {}
+    keys: list[bytes] = []
     for prefix in prefixes:
-        for key in r.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-            kind = r.type(key).decode()
-            if kind == "string":
-                value: Any = r.get(key)
-            elif kind == "hash":
-                value = r.hgetall(key)
-            elif kind == "list":
-                value = r.lrange(key, 0, -1)
-            elif kind == "set":
-                value = sorted(r.smembers(key))
-            elif kind == "zset":
-                value = r.zrange(key, 0, -1, withscores=True)
-            else:  # pragma: no cover - we never write other types
-                value = kind
-            ttl = r.ttl(key)
-            out[key] = (kind, value, ttl if ttl < 0 else "ttl")
+        keys.extend(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
+    keys = sorted(set(keys))
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.type(key)
+        pipe.ttl(key)
+    meta = pipe.execute()
+    kinds = [kind.decode() for kind in meta[0::2]]
+    readers = {
+        "string": lambda p, k: p.get(k),
+        "hash": lambda p, k: p.hgetall(k),
+        "list": lambda p, k: p.lrange(k, 0, -1),
+        "set": lambda p, k: p.smembers(k),
+        "zset": lambda p, k: p.zrange(k, 0, -1, withscores=True),
+    }
+    for key, kind in zip(keys, kinds):
+        readers[kind](pipe, key)
+    values = pipe.execute()
+    out: dict[bytes, Any] = {}
+    for key, kind, ttl, value in zip(keys, kinds, meta[1::2], values):
+        if kind == "set":
+            value = sorted(value)
+        out[key] = (kind, value, ttl if ttl < 0 else "ttl")
     return out
 
 

@@ -1,0 +1,326 @@
+"""The client API on a real server: shapes, typed errors, connections, NOSCRIPT recovery."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import threading
+import uuid
+from types import ModuleType
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+import omniq_fast
+from omniq_fast import (
+    AdminError,
+    BatchResultItem,
+    Client,
+    ConnectionLost,
+    LeaseError,
+    NotActive,
+    OmniqClient,
+    Paused,
+    ProtocolError,
+    ReservedJob,
+    TokenMismatch,
+    TokenRequired,
+)
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+    with Client(redis_url, _core=core) as c:
+        yield c
+
+
+def test_publish_reserve_ack_round_trip(client: Client, qname: str) -> None:
+    job_id = client.publish(qname, {"hello": "wörld"}, now_ms_override=NOW)
+    assert len(job_id) == 26
+    job = client.reserve(qname, now_ms_override=NOW + 5)
+    assert isinstance(job, ReservedJob)
+    assert (job.job_id, job.payload, job.attempt, job.max_attempts, job.gid) == (
+        job_id, '{"hello":"wörld"}', 1, 3, "",
+    )  # fmt: skip
+    assert job.lock_until_ms == NOW + 5 + 30_000
+    assert client.heartbeat(qname, job_id, job.lease_token, now_ms_override=NOW + 10) == (
+        NOW + 5 + 60_000  # max(current deadline, now) + timeout (PROTOCOL.md §7)
+    )
+    assert client.ack_success(qname, job_id, job.lease_token, now_ms_override=NOW + 20) is None
+    assert client.reserve(qname, now_ms_override=NOW + 30) is None
+    assert client.redis.hget(f"{{{qname}}}:job:{job_id}", "state") == b"completed"
+
+
+def test_ack_fail_returns_retry_then_failed(client: Client, qname: str) -> None:
+    job_id = client.publish(qname, [1], max_attempts=2, backoff_ms=100, now_ms_override=NOW)
+    job = client.reserve(qname, now_ms_override=NOW)
+    assert isinstance(job, ReservedJob)
+    assert client.ack_fail(qname, job_id, job.lease_token, error="E: x", now_ms_override=NOW) == (
+        "RETRY", NOW + 100,
+    )  # fmt: skip
+    assert client.promote_delayed(qname, now_ms_override=NOW + 100) == 1
+    job = client.reserve(qname, now_ms_override=NOW + 101)
+    assert isinstance(job, ReservedJob) and job.attempt == 2
+    assert client.ack_fail(qname, job_id, job.lease_token, now_ms_override=NOW + 102) == (
+        "FAILED", None,
+    )  # fmt: skip
+    client.retry_failed(qname, job_id, now_ms_override=NOW + 200)
+    assert client.redis.hget(f"{{{qname}}}:job:{job_id}", "attempt") == b"0"
+
+
+def test_lease_errors_are_typed_runtime_errors(client: Client, qname: str) -> None:
+    job_id = client.publish(qname, {})
+    job = client.reserve(qname)
+    assert isinstance(job, ReservedJob)
+    cases = [
+        (lambda: client.heartbeat(qname, job_id, ""), TokenRequired, "TOKEN_REQUIRED"),
+        (lambda: client.ack_success(qname, job_id, "f" * 40), TokenMismatch, "TOKEN_MISMATCH"),
+    ]
+    for call, kind, reason in cases:
+        with pytest.raises(kind) as info:
+            call()
+        assert isinstance(info.value, RuntimeError) and isinstance(info.value, LeaseError)
+        assert info.value.reason == reason
+        assert reason in str(info.value)
+    # The job left "active" behind its token's back (reaped): NOT_ACTIVE.
+    client.redis.zrem(f"{{{qname}}}:active", job_id)
+    with pytest.raises(NotActive) as info:
+        client.ack_fail(qname, job_id, job.lease_token)
+    assert str(info.value) == "ACK_FAIL failed: NOT_ACTIVE"
+
+
+def test_admin_errors_carry_their_reason(client: Client, qname: str) -> None:
+    job_id = client.publish(qname, {})
+    with pytest.raises(AdminError) as info:
+        client.retry_failed(qname, "missing")
+    assert info.value.reason == "NO_JOB" and isinstance(info.value, RuntimeError)
+    with pytest.raises(AdminError) as info:
+        client.remove_job(qname, job_id, "failed")
+    assert info.value.reason == "LANE_MISMATCH"
+    assert client.remove_job(qname, job_id, "wait") == "OK"
+    client.childs_init(qname + "c", 2)
+    with pytest.raises(AdminError) as info:
+        client.childs_init(qname + "c", 2)
+    assert info.value.reason == "ALREADY_INIT"
+
+
+def test_batches_return_one_item_per_id(client: Client, qname: str) -> None:
+    ok = client.publish(qname, {})
+    items = client.remove_jobs_batch(qname, "wait", [ok, "missing", ""])
+    assert items == [
+        BatchResultItem(ok, "OK"),
+        BatchResultItem("missing", "ERR", "NO_JOB"),
+        BatchResultItem("", "ERR", "BAD_JOB_ID"),
+    ]
+    assert items[0].ok and not items[1].ok
+    assert client.retry_failed_batch(qname, []) == []
+    assert client.retry_failed_batch(qname, ["missing"]) == [
+        BatchResultItem("missing", "ERR", "NO_JOB")
+    ]
+
+
+def test_pause_resume(client: Client, qname: str) -> None:
+    client.publish(qname, {})
+    assert client.is_paused(qname) is False
+    assert client.pause(qname) == "OK"
+    assert client.is_paused(qname) is True
+    assert client.reserve(qname) == Paused()
+    assert client.resume(qname) == 1
+    assert client.resume(qname) == 0
+    assert isinstance(client.reserve(qname), ReservedJob)
+
+
+def test_child_counters(client: Client, qname: str) -> None:
+    key = qname + "doc"
+    client.childs_init(key, 2)
+    assert client.child_ack(key, "a") == 1
+    assert client.child_ack(key, "a") == 1  # a retried child is not counted twice
+    assert client.child_ack(key, "b") == 0
+    assert client.child_ack(key, "c") == -1  # counter gone: never a second 0
+
+
+def test_job_timeout_ms(client: Client, qname: str) -> None:
+    job_id = client.publish(qname, {}, timeout_ms=1234)
+    assert client.job_timeout_ms(qname, job_id) == 1234
+    assert client.job_timeout_ms(qname, "missing") == 0
+
+
+def test_noscript_recovery(client: Client, qname: str) -> None:
+    client.publish(qname, {})
+    # Every client reloads on NOSCRIPT (the official SDK too), so flushing is harmless.
+    client.redis.script_flush()
+    assert isinstance(client.reserve(qname), ReservedJob)
+    client.publish(qname, {})
+    assert client.redis.llen(f"{{{qname}}}:wait") == 1
+
+
+def test_existing_redis_with_decoded_responses(redis_url: str, qname: str) -> None:
+    decoded = redis.Redis.from_url(redis_url, decode_responses=True)
+    c = Client(redis=decoded)
+    job_id = c.publish(qname, {"a": 1})
+    job = c.reserve(qname)
+    assert isinstance(job, ReservedJob) and job.job_id == job_id
+    c.close()
+    assert decoded.ping()  # a redis we were given is not ours to close
+    decoded.close()
+
+
+def test_omniq_client_constructor_keywords(redis_url: str, qname: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    kw = r.connection_pool.connection_kwargs
+    c = OmniqClient(host=kw["host"], port=kw["port"], db=kw.get("db", 0), client_name="ofast")
+    c.publish(queue=qname, payload={"x": 1}, job_id="J1")
+    job = c.reserve(queue=qname)
+    assert isinstance(job, ReservedJob) and job.job_id == "J1"
+    c.close()
+    r.close()
+
+
+def test_acl_user_and_password_in_the_url(redis_url: str, qname: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    user, password = "omniqfast" + uuid.uuid4().hex[:8], uuid.uuid4().hex
+    kw = admin.connection_pool.connection_kwargs
+    # Scripts run under the caller's ACL, so allow commands broadly but only this test's keys.
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+" + password], keys=["{" + qname + "*"],
+        commands=["+@all"],
+    )  # fmt: skip
+    try:
+        url = f"redis://{user}:{password}@{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+        with Client(url) as c:
+            c.publish(qname, {})
+            assert isinstance(c.reserve(qname), ReservedJob)
+        with Client(url.replace(password, "wrong")) as c, pytest.raises(redis.AuthenticationError):
+            c.publish(qname, {})
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+
+
+def test_omniq_client_is_a_drop_in_for_the_official_signatures() -> None:
+    from omniq.client import OmniqClient as Official
+
+    for name, member in vars(Official).items():
+        if name.startswith("_") or not callable(member) or name == "ops":
+            continue
+        ours = getattr(OmniqClient, name, None)
+        assert ours is not None, f"OmniqClient lacks {name}"
+        theirs_params = inspect.signature(member).parameters
+        ours_params = inspect.signature(ours).parameters
+        for pname, param in theirs_params.items():
+            if pname == "self":
+                continue
+            assert pname in ours_params, f"{name}() lacks keyword {pname}"
+            if param.default is not inspect.Parameter.empty:
+                assert ours_params[pname].default == param.default, f"{name}({pname}=...)"
+    official_init = inspect.signature(Official.__init__).parameters
+    ours_init = inspect.signature(OmniqClient.__init__).parameters
+    assert set(official_init) <= set(ours_init)
+
+
+def test_public_names_have_docstrings() -> None:
+    for name in omniq_fast.__all__:
+        obj = getattr(omniq_fast, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+# --------------------------------------------------------------------------- misbehaving peers
+
+
+class FakeServer:
+    """A loopback TCP server answering every command with one canned reply (or closing)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.commands = 0
+        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                # Let redis-py's connection handshake succeed; the test is about our calls.
+                if b"HELLO" in data:
+                    conn.sendall(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+                    continue
+                if b"CLIENT" in data or b"SELECT" in data:
+                    conn.sendall(b"+OK\r\n")
+                    continue
+                self.commands += 1
+                if self.reply is None:
+                    return  # the connection drops after the command was sent
+                conn.sendall(self.reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def fake_server(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
+    server = FakeServer(request.param)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("fake_server", [None], indirect=True)
+def test_connection_lost_during_a_script_is_not_resent(
+    fake_server: FakeServer, core: ModuleType
+) -> None:
+    with Client(fake_server.url, _core=core) as c:
+        with pytest.raises(ConnectionLost) as info:
+            c.publish("q", {"a": 1})
+        assert isinstance(info.value, ConnectionError)
+        assert "unknown" in str(info.value)
+    assert fake_server.commands == 1  # sent once, never retried
+
+
+@pytest.mark.parametrize(
+    "fake_server",
+    [b"*1\r\n$5\r\nWHAT?\r\n", b":7\r\n", b"*2\r\n$3\r\nERR\r\n$9\r\nNEW_THING\r\n"],
+    indirect=True,
+)
+def test_malformed_replies_raise_protocol_errors(fake_server: FakeServer, core: ModuleType) -> None:
+    with Client(fake_server.url, _core=core) as c:
+        with pytest.raises((ProtocolError, AdminError)):
+            c.reserve("q")
+        with pytest.raises((ProtocolError, AdminError)):
+            c.retry_failed_batch("q", ["a"])
+        with pytest.raises(Exception) as info:
+            c.publish("q", {})
+        assert isinstance(info.value, (ProtocolError, omniq_fast.ScriptError))
+
+
+def test_invalid_input_never_reaches_the_server(core: ModuleType) -> None:
+    # Port 9 (discard) on loopback has no server: any network use would raise
+    # ConnectionError, so a ValueError/TypeError proves the check came first.
+    c = Client("redis://127.0.0.1:9/0", _core=core, socket_connect_timeout=0.2)
+    calls: list[Any] = [
+        lambda: c.publish("bad name", {}),
+        lambda: c.publish("q", "text"),
+        lambda: c.publish("q", {"x": float("nan")}),
+        lambda: c.reserve("q:x"),
+        lambda: c.remove_job("q", "id", "nope"),
+        lambda: c.remove_jobs_batch("q", "wait", ["a"] * 101),
+        lambda: c.retry_failed_batch("q", ["a"] * 101),
+        lambda: c.childs_init("{k}", 1),
+        lambda: c.childs_init("k", 0),
+        lambda: c.promote_delayed("q", max_promote=0),
+    ]
+    for call in calls:
+        with pytest.raises((ValueError, TypeError)):
+            call()

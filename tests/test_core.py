@@ -1,0 +1,186 @@
+"""The hot functions (``_core_py`` and, when built, ``_core``): pure, no server needed."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import Connection
+
+from omniq_fast import InvalidPayload, InvalidPayloadValue, Paused, ProtocolError, ReservedJob
+from omniq_fast.errors import OmniqError
+
+CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+# --------------------------------------------------------------------------- RESP encoding
+
+redis_args = st.lists(
+    st.one_of(
+        st.binary(max_size=64),
+        st.text(max_size=32),
+        st.integers(-(2**63), 2**63 - 1),
+        st.just(b"\x00" * 70_001),  # bigger than redis-py's buffer cut-off
+    ),
+    max_size=8,
+)
+
+
+@given(args=redis_args)
+def test_encode_command_matches_redis_py(core: ModuleType, args: list[Any]) -> None:
+    # redis-py splits a first argument on spaces ("CONFIG GET"), so lead with a real name.
+    args = [b"EVALSHA", *args]
+    expected = b"".join(Connection().pack_command(*args))
+    assert core.encode_command(args) == expected
+
+
+def test_encode_commands_concatenates(core: ModuleType) -> None:
+    cmds = [[b"PING"], ["SET", "k", 5], ["GET", "é"]]
+    assert core.encode_commands(cmds) == b"".join(core.encode_command(c) for c in cmds)
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, None, object()])
+def test_encode_command_refuses_ambiguous_arguments(core: ModuleType, bad: object) -> None:
+    with pytest.raises(TypeError):
+        core.encode_command([b"SET", b"k", bad])
+
+
+# --------------------------------------------------------------------------- payloads
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(st.characters(blacklist_categories=("Cs",))),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.text(st.characters(blacklist_categories=("Cs",))), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+structured = st.one_of(
+    st.lists(json_values, max_size=4),
+    st.dictionaries(st.text(st.characters(blacklist_categories=("Cs",))), json_values, max_size=4),
+)
+
+
+def official_encoding(payload: Any) -> bytes:
+    """What the official SDK writes (PROTOCOL.md §1)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@given(payload=structured)
+def test_payload_bytes_match_the_official_encoding(core: ModuleType, payload: Any) -> None:
+    assert core.dumps_payload(payload) == official_encoding(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"f": 1.5e-7}, [1e-05, 0.0001, 1e16, -0.0], {"s": "null e- 0.0000"}, {"n": None}, [2**64]],
+)
+def test_payload_edge_numbers_match(core: ModuleType, payload: Any) -> None:
+    assert core.dumps_payload(payload) == official_encoding(payload)
+
+
+@pytest.mark.parametrize("payload", ["text", 1, 1.5, None, b"raw", True, (1, 2), {1, 2}])
+def test_payload_must_be_structured(core: ModuleType, payload: Any) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        core.dumps_payload(payload)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, OmniqError)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_payload_rejects_nan_and_infinity(core: ModuleType, bad: float) -> None:
+    for payload in ({"x": bad}, [1, [bad]]):
+        with pytest.raises(InvalidPayloadValue) as info:
+            core.dumps_payload(payload)
+        # Catchable as either builtin, like the stdlib's ValueError for allow_nan=False.
+        assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize("payload", [{1: "a"}, {"a": {None: 1}}, {(1, 2): 3}])
+def test_payload_rejects_non_string_keys(core: ModuleType, payload: Any) -> None:
+    with pytest.raises(InvalidPayload, match="str"):
+        core.dumps_payload(payload)
+
+
+def test_payload_rejects_non_json_values(core: ModuleType) -> None:
+    import datetime
+
+    with pytest.raises(InvalidPayload):
+        core.dumps_payload({"when": datetime.datetime(2026, 1, 1)})
+    with pytest.raises(InvalidPayload):
+        core.dumps_payload({"s": "\ud800"})
+
+
+def test_payload_converts_dataclasses_and_models(core: ModuleType) -> None:
+    from dataclasses import dataclass
+
+    import pydantic
+
+    @dataclass
+    class Order:
+        id: int
+        tags: list[str]
+
+    class Model(pydantic.BaseModel):
+        id: int
+        name: str
+
+    assert core.dumps_payload(Order(7, ["a"])) == b'{"id":7,"tags":["a"]}'
+    assert core.dumps_payload(Model(id=1, name="é")) == '{"id":1,"name":"é"}'.encode()
+
+
+def test_loads_payload_falls_back_to_text(core: ModuleType) -> None:
+    assert core.loads_payload('{"a":[1,2]}') == {"a": [1, 2]}
+    assert core.loads_payload("not json") == "not json"
+
+
+# --------------------------------------------------------------------------- ULIDs
+
+
+def test_ulid_shape_and_time(core: ModuleType) -> None:
+    before = time.time_ns() // 1_000_000
+    ulid = core.new_ulid()
+    after = time.time_ns() // 1_000_000
+    assert len(ulid) == 26 and set(ulid) <= CROCKFORD
+    ms = 0
+    for ch in ulid[:10]:
+        ms = ms * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(ch)
+    assert before <= ms <= after + 1
+
+
+def test_ulids_are_unique_and_monotonic(core: ModuleType) -> None:
+    ids = [core.new_ulid() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def test_parse_reserve_reply(core: ModuleType) -> None:
+    job = core.parse_reserve_reply(
+        [b"JOB", b"J1", b'{"a":1}', b"1700000030000", b"2", b"3", b"", b"ab" * 20]
+    )
+    assert job == ReservedJob("JOB", "J1", '{"a":1}', 1700000030000, 2, 3, "", "ab" * 20)
+    assert core.parse_reserve_reply([b"EMPTY"]) is None
+    assert core.parse_reserve_reply([b"PAUSED"]) == Paused()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [[], b"JOB", None, [b"WHAT"], [b"JOB", b"J1"], [b"JOB", b"J", b"{}", b"x", b"1", b"1", b"", b"t"]],
+)
+def test_parse_reserve_reply_rejects_malformed(core: ModuleType, reply: Any) -> None:
+    with pytest.raises(ProtocolError):
+        core.parse_reserve_reply(reply)
