@@ -9,6 +9,7 @@ from ._compat import IMPLEMENTATION
 from ._version import __version__
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
+from .monitor import QueueMonitor
 from .errors import (
     AdminError,
     ConnectionLost,
@@ -71,11 +72,3 @@ __all__ = [
     "AckFailResult",
 ]
 
-
-def __getattr__(name: str) -> object:
-    # The monitor pulls in its models only when asked for.
-    if name == "QueueMonitor":
-        from .monitor import QueueMonitor
-
-        return QueueMonitor
-    raise AttributeError(f"module 'omniq_fast' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from .client import Client, now_ms
 from .consumer import Consumer, JobCtx
 from .embedded import EmbeddedServer
+from .monitor import QueueMonitor
 
 __all__ = ["run_demo", "DemoResult"]
 
@@ -113,7 +114,8 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
         watchdog.cancel()
 
         result = DemoResult(jobs, Counter(), calls, publish_s, consume_s)
-        failed_ids = {x.decode() for x in client.redis.lrange("{" + queue + "}:failed", 0, -1)}
+        monitor = QueueMonitor(client)
+        failed_ids = {job.job_id for job in monitor.lane_page(queue, "failed", limit=25)}
         for job_id, kind in kinds.items():
             if job_id in failed_ids:
                 result.final_states["failed"] += 1
@@ -126,10 +128,12 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
             else:
                 result.final_states["unfinished"] += 1
                 result.problems.append(f"{kind} job {job_id} ran {successes[job_id]} times")
-        stats = client.redis.hgetall("{" + queue + "}:stats")
-        for name in (b"waiting_total", b"active", b"delayed"):
-            if int(stats.get(name, b"0") or 0) != 0:
-                result.problems.append(f"stats {name.decode()} is {stats[name].decode()}, not 0")
+        stats = monitor.stats(queue)
+        expected = {"waiting_total": 0, "active": 0, "delayed": 0, "failed": len(failed_ids)}
+        for name, value in expected.items():
+            if getattr(stats, name) != value:
+                result.problems.append(f"stats {name} is {getattr(stats, name)}, not {value}")
+        # The demo's queue is ours alone: remove every key it made.
         keys = list(client.redis.scan_iter(match="{" + queue + "}*", count=1000))
         if keys:
             client.redis.delete(*keys)
