@@ -1,0 +1,31 @@
+-- retry_failed_batch (PROTOCOL.md §5): retry_failed for up to 100 ids in one call.
+-- KEYS[1]  anchor "{Q}:meta"
+-- ARGV     now_ms, count, id1 .. id<count>
+-- Reply    flat per-id results: id, "OK"  or  id, "ERR", reason
+--          (BAD_JOB_ID for "", NO_JOB, NOT_FAILED);
+--          {} when count <= 0, {"ERR", "BATCH_TOO_LARGE", "100"}, {"ERR", "BAD_ARGS"}
+
+-- now_ms is read as a number, so "0012" is written as 12, as upstream does.
+local now_ms = tonumber(ARGV[1])
+local count, refusal = batch_count(ARGV[2])
+if refusal then return refusal end
+if #ARGV < 2 + count then return {"ERR", "BAD_ARGS"} end
+
+local out, deltas, retried = {}, {}, 0
+for i = 1, count do
+  local id = ARGV[2 + i]
+  -- Unlike retry_failed, `active` is left alone here (PROTOCOL.md §7).
+  local reason = "BAD_JOB_ID"
+  if id ~= "" then reason = requeue_failed(id, now_ms, false, deltas) end
+  if reason then
+    out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
+  else
+    out[#out + 1] = id; out[#out + 1] = "OK"
+    retried = retried + 1
+  end
+end
+
+-- Counters move once for the whole batch; an all-refused batch is not activity.
+stat_apply_retry(deltas)
+if retried > 0 then stat_touch(now_ms) end
+return out
