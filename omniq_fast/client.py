@@ -16,6 +16,7 @@ import redis as redis_py
 
 from . import _compat
 from .errors import AdminError, InvalidArgument, ProtocolError, ScriptError, lease_error
+from .options import check_id, check_int, enqueue_options
 from .keys import (
     REMOVE_LANES,
     counter_anchor,
@@ -35,31 +36,11 @@ __all__ = ["Client", "OmniqClient", "now_ms", "MAX_BATCH"]
 
 #: Most ids ``retry_failed_batch`` / ``remove_jobs_batch`` take in one call (script limit).
 MAX_BATCH = 100
-_MAX_ID_LEN = 256
 
 
 def now_ms() -> int:
     """Milliseconds since the epoch, as every script expects."""
     return time.time_ns() // 1_000_000
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    # bool is an int; True as a timeout is a bug in the caller, not 1 ms.
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_id(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name} must be a str, not {type(value).__name__}")
-    if not value:
-        raise InvalidArgument(f"{name} is required")
-    if len(value) > _MAX_ID_LEN:
-        raise InvalidArgument(f"{name} too long (max {_MAX_ID_LEN} chars)")
-    return value
 
 
 def _text(item: object) -> str:
@@ -160,7 +141,7 @@ class Client:
 
     @staticmethod
     def _now(now_ms_override: int) -> int:
-        _check_int("now_ms_override", now_ms_override, 0)
+        check_int("now_ms_override", now_ms_override, 0)
         return now_ms_override or now_ms()
 
     @staticmethod
@@ -200,24 +181,15 @@ class Client:
         """
         anchor = queue_anchor(queue)
         body = self._core.dumps_payload(payload)
+        opts = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
         if job_id is None or job_id == "":
             job_id = self._core.new_ulid()
         else:
-            _check_id("job_id", job_id)
-        _check_int("max_attempts", max_attempts, 1)
-        _check_int("timeout_ms", timeout_ms, 1)
-        _check_int("backoff_ms", backoff_ms, 0)
-        _check_int("due_ms", due_ms, 0)
-        _check_int("group_limit", group_limit, 0)
-        if gid is None:
-            gid = ""
-        elif gid != "":
-            _check_id("gid", gid)
-        if group_limit and not gid:
-            raise InvalidArgument("group_limit needs a gid")
+            check_id("job_id", job_id)
+        attempts, timeout, backoff, due, group, limit = opts
         reply = self._run(
-            "enqueue", anchor, job_id, body, max_attempts, timeout_ms, backoff_ms,
-            self._now(now_ms_override), due_ms, gid, group_limit,
+            "enqueue", anchor, job_id, body, attempts, timeout, backoff,
+            self._now(now_ms_override), due, group, limit,
         )  # fmt: skip
         self._status("ENQUEUE", reply)
         return job_id
@@ -244,7 +216,7 @@ class Client:
         """
         anchor = queue_anchor(queue)
         reply = self._run(
-            "heartbeat", anchor, _check_id("job_id", job_id), self._now(now_ms_override),
+            "heartbeat", anchor, check_id("job_id", job_id), self._now(now_ms_override),
             lease_token,
         )  # fmt: skip
         ok = self._status("HEARTBEAT", reply)
@@ -256,7 +228,7 @@ class Client:
         """Mark a leased job completed (lease errors as for :meth:`heartbeat`)."""
         anchor = queue_anchor(queue)
         reply = self._run(
-            "ack_success", anchor, _check_id("job_id", job_id), self._now(now_ms_override),
+            "ack_success", anchor, check_id("job_id", job_id), self._now(now_ms_override),
             lease_token,
         )  # fmt: skip
         self._status("ACK_SUCCESS", reply)
@@ -274,7 +246,7 @@ class Client:
         ``max_attempts`` is used up. ``error`` (first 4096 bytes) is kept on the job."""
         anchor = queue_anchor(queue)
         argv: list[bytes | str | int] = [
-            _check_id("job_id", job_id), self._now(now_ms_override), lease_token,
+            check_id("job_id", job_id), self._now(now_ms_override), lease_token,
         ]  # fmt: skip
         if error:
             argv.append(str(error))
@@ -293,14 +265,14 @@ class Client:
     ) -> int:
         """Move up to ``max_promote`` due delayed jobs to their lane; returns how many."""
         anchor = queue_anchor(queue)
-        _check_int("max_promote", max_promote, 1)
+        check_int("max_promote", max_promote, 1)
         reply = self._run("promote_delayed", anchor, self._now(now_ms_override), max_promote)
         return int(self._status("PROMOTE_DELAYED", reply)[1])
 
     def reap_expired(self, queue: str, *, max_reap: int = 1000, now_ms_override: int = 0) -> int:
         """Retry (or fail) up to ``max_reap`` jobs whose lease expired; returns how many."""
         anchor = queue_anchor(queue)
-        _check_int("max_reap", max_reap, 1)
+        check_int("max_reap", max_reap, 1)
         reply = self._run("reap_expired", anchor, self._now(now_ms_override), max_reap)
         return int(self._status("REAP_EXPIRED", reply)[1])
 
@@ -336,7 +308,7 @@ class Client:
         """
         anchor = queue_anchor(queue)
         reply = self._run(
-            "retry_failed", anchor, _check_id("job_id", job_id), self._now(now_ms_override)
+            "retry_failed", anchor, check_id("job_id", job_id), self._now(now_ms_override)
         )
         self._admin_status("RETRY_FAILED", reply)
 
@@ -362,7 +334,7 @@ class Client:
         """
         anchor = queue_anchor(queue)
         self._check_lane(lane)
-        reply = self._run("remove_job", anchor, _check_id("job_id", job_id), lane)
+        reply = self._run("remove_job", anchor, check_id("job_id", job_id), lane)
         self._admin_status("REMOVE_JOB", reply)
         return "OK"
 
@@ -414,7 +386,7 @@ class Client:
         Raises :class:`~omniq_fast.errors.AdminError` (``ALREADY_INIT``) if it exists.
         """
         anchor = counter_anchor(key)
-        _check_int("expected", expected, 1)
+        check_int("expected", expected, 1)
         self._admin_status("CHILDS_INIT", self._run("childs_init", anchor, expected))
 
     def child_ack(self, key: str, child_id: str) -> int:
@@ -425,7 +397,7 @@ class Client:
         never raises, so a retried child cannot trigger the completion twice.
         """
         anchor = counter_anchor(key)
-        _check_id("child_id", child_id)
+        check_id("child_id", child_id)
         try:
             reply = self._run("child_ack", anchor, child_id)
             if isinstance(reply, list) and len(reply) >= 2 and _text(reply[0]) == "OK":

@@ -7,7 +7,7 @@ Field names and shapes match the official SDK's (``ReserveJob``, ``ReservePaused
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Tuple, Union
+from typing import Any, Literal, Optional, Tuple, Union
 
 __all__ = [
     "ReservedJob",
@@ -17,6 +17,8 @@ __all__ = [
     "ReserveResult",
     "BatchResultItem",
     "AckFailResult",
+    "Job",
+    "JobResult",
 ]
 
 
@@ -71,3 +73,40 @@ class BatchResultItem:
 
 #: ``("RETRY", due_ms)`` or ``("FAILED", None)``.
 AckFailResult = Tuple[Literal["RETRY", "FAILED"], Optional[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job for ``publish_many`` with options of its own.
+
+    Options left as ``None`` take the value given to ``publish_many`` (whose defaults are
+    ``publish``'s). They are checked when the batch is encoded, before it is sent.
+    """
+
+    payload: Any
+    job_id: Optional[str] = None
+    max_attempts: Optional[int] = None
+    timeout_ms: Optional[int] = None
+    backoff_ms: Optional[int] = None
+    due_ms: Optional[int] = None
+    gid: Optional[str] = None
+    group_limit: Optional[int] = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """One job's outcome in ``ack_success_many`` / ``ack_fail_many`` / ``heartbeat_many``.
+
+    ``status`` is ``"OK"`` (acked; for heartbeats ``ms`` is the new ``lock_until_ms``),
+    ``"RETRY"`` (``ms`` is the due time), ``"FAILED"``, or ``"ERR"`` with the protocol
+    ``reason`` (``TOKEN_MISMATCH``, ``NOT_ACTIVE``...).
+    """
+
+    job_id: str
+    status: Literal["OK", "RETRY", "FAILED", "ERR"]
+    ms: Optional[int] = None
+    reason: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "ERR"

@@ -1,0 +1,75 @@
+"""Checks of caller-supplied options, shared by the client and both cores.
+
+Every check raises a typed error (a ``ValueError``) before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from .errors import InvalidArgument
+from .types import Job
+
+__all__ = ["check_int", "check_id", "EnqueueOptions", "enqueue_options", "job_options"]
+
+MAX_ID_LEN = 256
+
+#: Validated (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit).
+EnqueueOptions = Tuple[int, int, int, int, str, int]
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` if it is an int ``>= minimum``; bool is refused (``True`` as a timeout is a
+    bug in the caller, not 1 ms)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_id(name: str, value: object) -> str:
+    """A non-empty str of at most 256 characters (job ids, gids, child ids)."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+    if len(value) > MAX_ID_LEN:
+        raise InvalidArgument(f"{name} too long (max {MAX_ID_LEN} chars)")
+    return value
+
+
+def enqueue_options(
+    max_attempts: int,
+    timeout_ms: int,
+    backoff_ms: int,
+    due_ms: int,
+    gid: Optional[str],
+    group_limit: int,
+) -> EnqueueOptions:
+    """The publish options, checked; ``gid`` ``None`` or ``""`` means ungrouped."""
+    check_int("max_attempts", max_attempts, 1)
+    check_int("timeout_ms", timeout_ms, 1)
+    check_int("backoff_ms", backoff_ms, 0)
+    check_int("due_ms", due_ms, 0)
+    check_int("group_limit", group_limit, 0)
+    if gid is None:
+        gid = ""
+    elif gid != "":
+        check_id("gid", gid)
+    if group_limit and not gid:
+        raise InvalidArgument("group_limit needs a gid")
+    return (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
+
+
+def job_options(job: Job, defaults: EnqueueOptions) -> EnqueueOptions:
+    """A :class:`Job`'s own options over ``defaults``, checked."""
+    d_attempts, d_timeout, d_backoff, d_due, d_gid, d_limit = defaults
+    return enqueue_options(
+        d_attempts if job.max_attempts is None else job.max_attempts,
+        d_timeout if job.timeout_ms is None else job.timeout_ms,
+        d_backoff if job.backoff_ms is None else job.backoff_ms,
+        d_due if job.due_ms is None else job.due_ms,
+        d_gid if job.gid is None else job.gid,
+        d_limit if job.group_limit is None else job.group_limit,
+    )
