@@ -97,7 +97,8 @@ class JobCtx:
 
     ``payload`` is the parsed JSON (the raw text when it is not JSON). ``lease_lost`` turns
     true if a heartbeat found that the lease was taken away (reaped, or re-reserved by
-    another consumer); the job will not be acked by this consumer.
+    another consumer), or if the ack was refused for that reason; either way this consumer
+    has not acked the job.
     """
 
     queue: str
@@ -258,9 +259,10 @@ class Consumer:
     def _on_sigint(self, signum: int, frame: Optional[FrameType]) -> None:
         self._sigint_count += 1
         if self.drain and self._sigint_count == 1:
-            self._line(f"Ctrl+C received; finishing the current job (Ctrl+C again to exit now). queue={self.queue}")
+            self._line("Ctrl+C received; draining current job then exiting.")
             self.stop()
             return
+        self._line("SIGINT x2; hard exit now." if self.drain else "KeyboardInterrupt; exiting now.")
         self.stop()
         raise KeyboardInterrupt
 
@@ -273,7 +275,7 @@ class Consumer:
         try:
             self._loop(heartbeater)
         except KeyboardInterrupt:
-            self._line(f"stopped at once. queue={self.queue}")
+            pass  # exit at once: the running job is not acked, its lease will expire
         finally:
             heartbeater.close()
             restore()
@@ -286,7 +288,9 @@ class Consumer:
         old_int = signal.signal(signal.SIGINT, self._on_sigint) if self.stop_on_ctrl_c else None
 
         def restore() -> None:
-            signal.signal(signal.SIGTERM, old_term)
+            # None means the old handler was not set from Python; it cannot be put back.
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
             if old_int is not None:
                 signal.signal(signal.SIGINT, old_int)
 
@@ -303,6 +307,8 @@ class Consumer:
             if tick >= next_reap:
                 self._maintenance("reap_expired", max_reap=self.reap_batch)
                 next_reap = tick + self.reap_interval_s
+            if self._stop.is_set():
+                break  # stopped during maintenance: do not take one more job
             reserved_at = self.client_now()
             try:
                 res = self.client.reserve(self.queue, now_ms_override=reserved_at)
@@ -322,7 +328,7 @@ class Consumer:
             if self.max_jobs is not None and self.stats.handled >= self.max_jobs:
                 break
         if self.stopping:
-            self._line(f"stop requested; exiting. queue={self.queue}")
+            self._line(f"stop requested; exiting (idle). queue={self.queue}")
 
     @staticmethod
     def client_now() -> int:
@@ -351,7 +357,12 @@ class Consumer:
         )
         self.stats.handled += 1
         if self.verbose:
-            shown = json.dumps(ctx.payload) if not isinstance(ctx.payload, str) else ctx.payload
+            # Non-ASCII text as is, like the official SDK's line (not "\u00e9").
+            shown = (
+                ctx.payload
+                if isinstance(ctx.payload, str)
+                else json.dumps(ctx.payload, ensure_ascii=False)
+            )
             self._line(
                 f"received job_id={job.job_id} attempt={job.attempt} "
                 f"gid={job.gid or '-'} payload={shown}"
@@ -381,11 +392,21 @@ class Consumer:
         try:
             self.client.ack_success(self.queue, ctx.job_id, ctx.lease_token)
         except LeaseError as exc:
-            self.stats.lease_lost += 1
-            log.warning("ack_success refused for job %s: %s", ctx.job_id, exc.reason)
+            self._ack_refused(ctx, "ack_success", exc)
+            return
+        except _TRANSIENT_ERRORS:
+            # The ack may or may not have landed; if not, the lease expires and the job
+            # is retried. Either way the consumer goes on.
+            log.warning("ack_success failed for job %s", ctx.job_id, exc_info=True)
             return
         self.stats.succeeded += 1
         self._line(f"ack success job_id={ctx.job_id}")
+
+    def _ack_refused(self, ctx: JobCtx, op: str, exc: LeaseError) -> None:
+        # The lease was taken between the last heartbeat and the ack.
+        ctx.lease_lost = True
+        self.stats.lease_lost += 1
+        log.warning("%s refused for job %s: %s", op, ctx.job_id, exc.reason)
 
     def _ack_fail(self, ctx: JobCtx, message: str) -> None:
         try:
@@ -393,8 +414,10 @@ class Consumer:
                 self.queue, ctx.job_id, ctx.lease_token, error=message
             )
         except LeaseError as exc:
-            self.stats.lease_lost += 1
-            log.warning("ack_fail refused for job %s: %s", ctx.job_id, exc.reason)
+            self._ack_refused(ctx, "ack_fail", exc)
+            return
+        except _TRANSIENT_ERRORS:
+            log.warning("ack_fail failed for job %s", ctx.job_id, exc_info=True)
             return
         self.stats.failed += 1
         if outcome == "RETRY":
