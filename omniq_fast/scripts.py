@@ -1,7 +1,7 @@
 """The one registry of our Lua scripts (``omniq_fast/lua/*.lua``).
 
-Each script (``_lib.lua``, the shared prelude, followed by the script's own file) is read
-once per process and addressed by its SHA1; clients run it with EVALSHA
+Each script (``_lib.lua``, the shared prelude, the ``_*.lua`` libraries the script includes,
+then the script's own file) is read once per process and addressed by its SHA1; clients run it with EVALSHA
 and load it with SCRIPT LOAD only when the server answers NOSCRIPT (first use, or after a
 SCRIPT FLUSH or a server restart).
 """
@@ -15,7 +15,7 @@ from importlib import resources
 
 __all__ = ["Script", "SCRIPT_NAMES", "script"]
 
-#: Every script of PROTOCOL.md §5, by file name (without ``.lua``).
+#: Every script of PROTOCOL.md §5, then our batched ones, by file name (without ``.lua``).
 SCRIPT_NAMES = (
     "enqueue",
     "reserve",
@@ -32,6 +32,11 @@ SCRIPT_NAMES = (
     "remove_jobs_batch",
     "childs_init",
     "child_ack",
+    "enqueue_batch",
+    "reserve_batch",
+    "heartbeat_batch",
+    "ack_success_batch",
+    "ack_fail_batch",
 )
 
 
@@ -50,7 +55,16 @@ def script(name: str) -> Script:
     if name not in SCRIPT_NAMES:
         raise KeyError(f"unknown script {name!r}")
     lua = resources.files("omniq_fast").joinpath("lua")
-    # Each script is sent whole (EVALSHA runs one body), so the shared prelude is
-    # prepended here rather than copied into every file.
-    source = lua.joinpath("_lib.lua").read_bytes() + b"\n" + lua.joinpath(name + ".lua").read_bytes()
+    body = lua.joinpath(name + ".lua").read_bytes()
+    # Each script is sent whole (EVALSHA runs one body), so shared code is prepended here
+    # rather than copied into every file: the prelude always, then the libraries the
+    # script names on its leading "--@include NAME" lines. Lua makes a closure for every
+    # local function on every call, so scripts include only what they use.
+    parts = [lua.joinpath("_lib.lua").read_bytes()]
+    for line in body.splitlines():
+        if not line.startswith(b"--@include "):
+            break
+        parts.append(lua.joinpath(line.split()[1].decode() + ".lua").read_bytes())
+    parts.append(body)
+    source = b"\n".join(parts)
     return Script(name, source, hashlib.sha1(source).hexdigest().encode("ascii"))

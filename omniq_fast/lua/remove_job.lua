@@ -1,3 +1,4 @@
+--@include _admin
 -- remove_job (PROTOCOL.md §5): delete one job that is idle in the given lane.
 -- KEYS[1]  anchor "{Q}:meta"
 -- ARGV     job_id, lane (wait | delayed | failed | completed | gwait)
@@ -6,7 +7,7 @@
 local job_id, lane = ARGV[1], ARGV[2]
 
 local deltas = {}
-local reason = remove_idle_job(job_id, lane, deltas, true)
+local reason = admin_helpers().remove_idle_job(job_id, lane, deltas, true)
 if reason then return {"ERR", reason} end
 
 stat_apply(deltas)

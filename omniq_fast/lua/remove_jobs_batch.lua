@@ -1,3 +1,4 @@
+--@include _admin
 -- remove_jobs_batch (PROTOCOL.md §5): remove_job for up to 100 ids of one lane.
 -- KEYS[1]  anchor "{Q}:meta"
 -- ARGV     lane, count, id1 .. id<count>[, now_ms]
@@ -7,9 +8,10 @@
 --          {"ERR", "BAD_ARGS"} (checked in that order)
 
 local lane = ARGV[1]
-local count, refusal = batch_count(ARGV[2])
+local admin = admin_helpers()
+local count, refusal = admin.batch_count(ARGV[2])
 if refusal then return refusal end
-if REMOVABLE[lane] == nil then return {"ERR", "BAD_LANE"} end
+if admin.REMOVABLE[lane] == nil then return {"ERR", "BAD_LANE"} end
 if #ARGV < 2 + count then return {"ERR", "BAD_ARGS"} end
 -- The official clients send no now_ms, so activity is then stamped 0 (PROTOCOL.md §7).
 -- A given one is read as a number and stamped as Lua prints it, as upstream does (so an
@@ -21,7 +23,7 @@ local out, deltas, removed = {}, {}, 0
 for i = 1, count do
   local id = ARGV[2 + i]
   local reason = "BAD_JOB_ID"
-  if id ~= "" then reason = remove_idle_job(id, lane, deltas, false) end
+  if id ~= "" then reason = admin.remove_idle_job(id, lane, deltas, false) end
   if reason then
     out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
   else

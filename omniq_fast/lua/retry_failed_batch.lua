@@ -1,3 +1,4 @@
+--@include _admin
 -- retry_failed_batch (PROTOCOL.md §5): retry_failed for up to 100 ids in one call.
 -- KEYS[1]  anchor "{Q}:meta"
 -- ARGV     now_ms, count, id1 .. id<count>
@@ -7,7 +8,8 @@
 
 -- now_ms is read as a number, so "0012" is written as 12, as upstream does.
 local now_ms = tonumber(ARGV[1])
-local count, refusal = batch_count(ARGV[2])
+local admin = admin_helpers()
+local count, refusal = admin.batch_count(ARGV[2])
 if refusal then return refusal end
 if #ARGV < 2 + count then return {"ERR", "BAD_ARGS"} end
 
@@ -16,7 +18,7 @@ for i = 1, count do
   local id = ARGV[2 + i]
   -- Unlike retry_failed, `active` is left alone here (PROTOCOL.md §7).
   local reason = "BAD_JOB_ID"
-  if id ~= "" then reason = requeue_failed(id, now_ms, false, deltas) end
+  if id ~= "" then reason = admin.requeue_failed(id, now_ms, false, deltas) end
   if reason then
     out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
   else
@@ -26,6 +28,6 @@ for i = 1, count do
 end
 
 -- Counters move once for the whole batch; an all-refused batch is not activity.
-stat_apply_retry(deltas)
+admin.stat_apply_retry(deltas)
 if retried > 0 then stat_touch(now_ms) end
 return out
