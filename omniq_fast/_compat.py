@@ -25,6 +25,8 @@ if USE_EXTENSIONS and not TYPE_CHECKING:
             loads_payload,
             new_ulid,
             parse_reserve_reply,
+            PushNotification,
+            ReplyParser,
         )
 
         IMPLEMENTATION = "cython"
@@ -40,4 +42,6 @@ if TYPE_CHECKING or not USE_EXTENSIONS:
         loads_payload,
         new_ulid,
         parse_reserve_reply,
+        PushNotification,
+        ReplyParser,
     )

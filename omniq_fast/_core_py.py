@@ -8,14 +8,16 @@ signatures, defined in the same order so the two files read side by side.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import threading
 import time
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, List, Optional, Sequence, Union
 
 import orjson
 
-from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError
+from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
 from .types import Paused, ReservedJob
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "loads_payload",
     "new_ulid",
     "parse_reserve_reply",
+    "PushNotification",
+    "ReplyParser",
 ]
 
 Arg = Union[bytes, str, int]
@@ -202,3 +206,239 @@ def parse_reserve_reply(reply: object) -> Optional[Union[ReservedJob, Paused]]:
             lease_token=_text(reply[7]),
         )
     raise ProtocolError(f"unexpected reserve reply: {reply!r}")
+
+
+# --------------------------------------------------------------------------- reply parsing
+
+
+class PushNotification(List[Any]):
+    """A RESP3 push message (``>``): out-of-band data such as a pub/sub message, told apart
+    from command replies by its type, as ``hiredis.PushNotification`` is."""
+
+
+# What a reply may declare, checked as soon as its header line arrives, so a corrupt or
+# hostile stream fails at once instead of making us buffer or allocate without bound.
+_MAX_BULK = 512 * 1024 * 1024  # Redis' default proto-max-bulk-len
+_MAX_ELEMENTS = 2**32 - 1  # hiredis' REDIS_READER_MAX_ARRAY_ELEMENTS
+# Redis' deepest replies (XINFO STREAM FULL) nest about six containers. hiredis stops at
+# 1024, but a reply that deep already breaks repr() and == on it (the recursion limit).
+_MAX_DEPTH = 64
+
+_AGGREGATES = b"*%~>|"  # array, map, set, push, attribute
+_PAIRED = b"%|"  # maps and attributes declare pairs, not elements
+_MAP, _PUSH = b"%>"
+_BULK, _VERBATIM, _INTEGER, _DOUBLE, _NULL, _BOOLEAN, _STATUS, _ERROR = b"$=:,_#+-"
+
+# The longest line each type can carry before its CRLF: a 64-bit integer's digits, hiredis'
+# limit on a double's text; status, error and big-number lines get the bulk limit.
+_LINE_LIMITS = {kind: 20 for kind in b"*%~>|$=:"}
+_LINE_LIMITS.update({_DOUBLE: 325, _NULL: 0, _BOOLEAN: 1})
+_LINE_LIMITS.update({kind: _MAX_BULK for kind in b"(+-"})
+
+_INCOMPLETE = object()
+# hiredis' string2ll: no sign but "-", no leading zeros, no "-0", no spaces.
+_INTEGER_TEXT = re.compile(rb"0|-?[1-9][0-9]*")
+# What strtod accepts minus hex, whitespace and "+"; the value is checked separately.
+_DOUBLE_TEXT = re.compile(rb"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE][-+]?[0-9]+)?")
+# A new float per reply, as hiredis makes: one shared NaN would be a single dict key.
+_DOUBLE_WORDS = {b"inf": "inf", b"-inf": "-inf", b"nan": "nan", b"-nan": "nan"}
+_BIG_NUMBER_TEXT = re.compile(rb"-?[0-9]*")
+
+
+def _integer(line: bytes, what: str) -> int:
+    if _INTEGER_TEXT.fullmatch(line) is None:
+        raise ProtocolError(f"bad {what}: {line[:40]!r}")
+    value = int(line)
+    if not -(2**63) <= value < 2**63:
+        raise ProtocolError(f"bad {what}: {line[:40]!r}")
+    return value
+
+
+def _length(line: bytes, what: str, limit: int) -> int:
+    value = _integer(line, what)
+    if value < -1 or value > limit:
+        raise ProtocolError(f"{what} out of range: {value}")
+    return value
+
+
+def _double(line: bytes) -> float:
+    word = _DOUBLE_WORDS.get(line.lower())
+    if word is not None:
+        return float(word)
+    match = _DOUBLE_TEXT.fullmatch(line)
+    if match is None:
+        raise ProtocolError(f"bad double: {line[:40]!r}")
+    value = float(line)
+    # hiredis refuses what strtod overflows to infinity or underflows to zero.
+    if math.isinf(value) or (value == 0.0 and match.group(1).strip(b"-.0")):
+        raise ProtocolError(f"double out of range: {line[:40]!r}")
+    return value
+
+
+def _close(kind: int, items: List[Any]) -> Any:
+    """The finished container. Maps are collected flat and built here (their keys are
+    scalars, hence hashable: a container key fails when its header arrives, as in hiredis)."""
+    if kind == _MAP:
+        # hiredis' way, step for step: each key goes in with a None placeholder, then the
+        # entry inserted last takes the value. That is dict(pairs) unless a key repeats
+        # (Redis never sends one twice); then hiredis leaves None on the repeated key and
+        # moves the value to the previous one, and so do we: same answers, always.
+        pairs: dict[Any, Any] = {}
+        for i in range(0, len(items), 2):
+            pairs[items[i]] = None
+            last, _ = pairs.popitem()
+            pairs[last] = items[i + 1]
+        return pairs
+    if kind == _PUSH:
+        return PushNotification(items)
+    return items
+
+
+class ReplyParser:
+    """Incremental RESP2/RESP3 reply parser with ``hiredis.Reader``'s interface.
+
+    ``feed`` bytes as they arrive from the socket, then call ``gets`` until it returns
+    ``False`` (the next reply has not fully arrived). Replies come back as hiredis gives
+    them: bulk and status strings as bytes, integers as int, nil and RESP3 null as None,
+    arrays, sets and attributes as lists, maps as dicts, pushes as
+    :class:`PushNotification`, doubles as float, booleans as bool, big numbers as their
+    digits (bytes), verbatim strings without their format prefix, and error replies as
+    :class:`ReplyError` instances, returned rather than raised. A RESP3 false is ``False``
+    too, which hiredis does not tell apart from "incomplete" either.
+
+    Malformed input raises :class:`ProtocolError`, on that call and every later one: the
+    stream cannot be resynchronised. A reply arriving in many small pieces is parsed
+    once: finished elements are kept between calls, not re-read.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # start of the first element not parsed yet
+        self._scanned = 0  # how much of that element's first line has no CRLF
+        self._kinds: List[int] = []  # the open containers, outermost first
+        self._remaining: List[int] = []  # elements each still needs
+        self._items: List[List[Any]] = []  # and those it has
+        self._error: Optional[str] = None
+        self._busy = False  # inside gets(): see _check_idle
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the server."""
+        self._check_idle()
+        if self._error is None:
+            self._buf += data
+
+    def gets(self) -> Any:
+        """The next complete reply, or ``False`` while it has not fully arrived."""
+        self._check_idle()
+        if self._error is not None:
+            raise ProtocolError(self._error)
+        self._busy = True
+        try:
+            reply = self._parse()
+        except ProtocolError as exc:
+            self._error = str(exc)
+            self._buf = bytearray()
+            raise
+        finally:
+            self._busy = False
+        if self._pos == len(self._buf):
+            self._buf = bytearray()  # drop the storage of a big reply once it is consumed
+        elif self._pos:
+            del self._buf[: self._pos]  # CPython drops a bytearray's head without copying
+        self._pos = 0
+        return False if reply is _INCOMPLETE else reply
+
+    def _check_idle(self) -> None:
+        # A parser belongs to one connection and one thread at a time. Another thread (or a
+        # garbage-collector callback) calling in while gets() runs would corrupt the state
+        # (in the compiled twin, free the buffer under it), so both twins refuse it.
+        if self._busy:
+            raise RuntimeError("ReplyParser used while gets() is running (another thread?)")
+
+    def _parse(self) -> Any:
+        buf = self._buf
+        while True:
+            start = self._pos
+            if start >= len(buf):
+                return _INCOMPLETE
+            kind = buf[start]
+            limit = _LINE_LIMITS.get(kind)
+            if limit is None:
+                raise ProtocolError(f"unknown reply type byte {bytes([kind])!r}")
+            end = buf.find(b"\r\n", start + 1 + self._scanned)
+            if end < 0:
+                unterminated = len(buf) - start - 1
+                # Too long already if the CRLF cannot start within the limit any more.
+                cr_at_limit = buf.startswith(b"\r", start + 1 + limit)
+                if unterminated > limit + 1 or (unterminated > limit and not cr_at_limit):
+                    raise ProtocolError(f"reply line longer than {limit} bytes")
+                # Resume the search where it stopped, keeping a trailing "\r" in view.
+                self._scanned = max(unterminated - 1, 0)
+                return _INCOMPLETE
+            self._scanned = 0
+            if end - start - 1 > limit:
+                raise ProtocolError(f"reply line longer than {limit} bytes")
+            line = bytes(buf[start + 1 : end])
+            after = end + 2
+            if kind in _AGGREGATES:
+                count = _length(line, "aggregate length", _MAX_ELEMENTS)
+                if self._kinds and self._kinds[-1] == _MAP and not self._remaining[-1] % 2:
+                    if count >= 0:  # hiredis fails here too, with a TypeError
+                        raise ProtocolError("a map key cannot be a container")
+                if count < 0:
+                    value: Any = None
+                elif len(self._kinds) >= _MAX_DEPTH:
+                    raise ProtocolError(f"reply nests deeper than {_MAX_DEPTH} containers")
+                elif count == 0:
+                    value = _close(kind, [])
+                else:
+                    # Attributes come back as a flat list of pairs, in place, like hiredis.
+                    self._kinds.append(kind)
+                    self._remaining.append(count * 2 if kind in _PAIRED else count)
+                    self._items.append([])
+                    self._pos = after
+                    continue
+            elif kind == _BULK or kind == _VERBATIM:
+                size = _length(line, "bulk length", _MAX_BULK)
+                if size < 0:
+                    value = None
+                else:
+                    if len(buf) < after + size + 2:
+                        return _INCOMPLETE
+                    if buf[after + size : after + size + 2] != b"\r\n":
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    value = bytes(buf[after : after + size])
+                    after += size + 2
+                    if kind == _VERBATIM:
+                        if size < 4 or value[3:4] != b":":
+                            raise ProtocolError("verbatim string without its format prefix")
+                        value = value[4:]
+            elif kind == _INTEGER:
+                value = _integer(line, "integer")
+            elif kind == _STATUS or kind == _ERROR:
+                if b"\r" in line or b"\n" in line:
+                    raise ProtocolError("CR or LF inside a status or error line")
+                value = line if kind == _STATUS else ReplyError(line.decode("utf-8", "replace"))
+            elif kind == _DOUBLE:
+                value = _double(line)
+            elif kind == _NULL:
+                value = None
+            elif kind == _BOOLEAN:
+                if line not in (b"t", b"T", b"f", b"F"):
+                    raise ProtocolError(f"bad boolean: {line!r}")
+                value = line in (b"t", b"T")
+            else:  # "(": a big number
+                if _BIG_NUMBER_TEXT.fullmatch(line) is None:
+                    raise ProtocolError(f"bad big number: {line[:40]!r}")
+                value = line
+            self._pos = after
+            # Hand the value to its container, closing every container it completes.
+            while self._kinds:
+                self._items[-1].append(value)
+                self._remaining[-1] -= 1
+                if self._remaining[-1]:
+                    break
+                self._remaining.pop()
+                value = _close(self._kinds.pop(), self._items.pop())
+            else:
+                return value

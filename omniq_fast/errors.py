@@ -8,6 +8,8 @@ protocol reason code in ``.reason``.
 
 from __future__ import annotations
 
+from redis.exceptions import ResponseError
+
 __all__ = [
     "OmniqError",
     "InvalidQueueName",
@@ -22,6 +24,7 @@ __all__ = [
     "NotActive",
     "AdminError",
     "ProtocolError",
+    "ReplyError",
     "ConnectionLost",
     "lease_error",
 ]
@@ -95,6 +98,18 @@ class AdminError(ScriptError):
 
 class ProtocolError(OmniqError, RuntimeError):
     """The server sent a reply this client does not understand."""
+
+
+class ReplyError(OmniqError, ResponseError):
+    """An error reply (``-ERR ...``) from the server, message as sent.
+
+    It is a redis-py ``ResponseError`` too, which is what the official SDK lets through for
+    server-side errors, so handlers written for it keep catching these.
+
+    :class:`~omniq_fast._compat.ReplyParser` returns these as values instead of raising
+    them, like ``hiredis.Reader``: an error inside a pipelined batch or an array must not
+    hide the replies around it. The caller decides which ones to raise.
+    """
 
 
 class ConnectionLost(OmniqError, ConnectionError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from types import ModuleType
 from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +17,7 @@ import pytest
 import redis
 
 from support import delete_prefixed
+from twins import core  # noqa: F401  (the twin fixture)
 
 
 def _with_db(url: str, db: int) -> str:
@@ -122,16 +122,3 @@ def oracle_on_ours(redis_url: str) -> Iterator[Any]:
     """The official client on *our* database: for interop tests (each side reads the
     other's queues)."""
     yield from _official_client(redis_url)
-
-
-def _implementations() -> list:  # type: ignore[type-arg]
-    from omniq_fast import _core_py
-
-    params = [pytest.param(_core_py, id="python")]
-    return params
-
-
-@pytest.fixture(scope="session", params=_implementations())
-def core(request: pytest.FixtureRequest) -> ModuleType:
-    """The hot-path implementation under test (compiled core or pure twin)."""
-    return request.param  # type: ignore[no-any-return]

@@ -1,0 +1,21 @@
+# The compiled core exports exactly the pure twin's names and signatures (tests/test_parity.py
+# checks this at run time), so its stub is the twin: one source of truth for type checkers.
+from ._core_py import PushNotification as PushNotification
+from ._core_py import ReplyParser as ReplyParser
+from ._core_py import dumps_payload as dumps_payload
+from ._core_py import encode_command as encode_command
+from ._core_py import encode_commands as encode_commands
+from ._core_py import loads_payload as loads_payload
+from ._core_py import new_ulid as new_ulid
+from ._core_py import parse_reserve_reply as parse_reserve_reply
+
+__all__ = [
+    "encode_command",
+    "encode_commands",
+    "dumps_payload",
+    "loads_payload",
+    "new_ulid",
+    "parse_reserve_reply",
+    "PushNotification",
+    "ReplyParser",
+]

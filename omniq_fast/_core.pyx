@@ -1,0 +1,396 @@
+# cython: language_level=3, embedsignature=True, binding=True, annotation_typing=False
+"""Compiled twin of ``omniq_fast._core_py``: the hot functions of the client, in Cython.
+
+Same public names, same signatures, same behaviour and same order of definitions as the
+pure twin, which is the reference: the comments there say why each rule exists and are not
+repeated here; the ones here say how the C version keeps to it. ``annotation_typing`` is
+off because the annotations are the twin's own text (``inspect.signature`` must match);
+the C types are declared with ``cdef``. ``boundscheck``/``wraparound`` stay on: the hot
+loops walk raw ``char`` pointers, which those directives never check, with every bound
+tested by hand, and the few Python-list indexings are not worth an unproven shortcut.
+"""
+
+import json
+import os
+
+import orjson
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_FromLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memmove
+
+from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
+from .types import Paused, ReservedJob
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
+    # overflow_exception NULL: return +-inf instead of raising (we refuse it ourselves).
+    double PyOS_string_to_double(const char* text, char** end, PyObject* overflow) except? -1.0
+
+cdef extern from "<time.h>" nogil:
+    """
+    /* C11 timespec_get: the wall clock time.time_ns() reads, on every platform we build. */
+    static int64_t omniq_now_ms(void) {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    """
+    int64_t omniq_now_ms()
+
+cdef extern from "<math.h>" nogil:
+    bint isinf(double value)
+    const double INFINITY
+    const double NAN
+
+__all__ = [
+    "encode_command",
+    "encode_commands",
+    "dumps_payload",
+    "loads_payload",
+    "new_ulid",
+    "parse_reserve_reply",
+    "PushNotification",
+    "ReplyParser",
+]
+
+# --------------------------------------------------------------------------- RESP encoding
+
+# One growable C buffer per call: every argument is written straight into it (no list of
+# parts, no join) and copied once into the bytes object returned.
+cdef struct _Writer:
+    char* data
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef int _reserve(_Writer* out, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t capacity
+    cdef char* data
+    if out.size + extra <= out.capacity:
+        return 0
+    capacity = max(2 * out.capacity, out.size + extra, 512)
+    data = <char*>PyMem_Realloc(out.data, capacity)
+    if data == NULL:
+        raise MemoryError()
+    out.data = data
+    out.capacity = capacity
+    return 0
+
+
+cdef Py_ssize_t _format_decimal(char* out, long long value) noexcept:
+    """Writes ``value`` in decimal at ``out`` (room for 20 bytes) and returns its length."""
+    cdef char digits[20]
+    cdef Py_ssize_t count = 0, length = 0
+    # The magnitude as unsigned: -LLONG_MIN does not fit a long long.
+    cdef unsigned long long magnitude = <unsigned long long>value
+    if value < 0:
+        out[0] = b"-"
+        length = 1
+        magnitude = 0ULL - magnitude
+    while True:
+        digits[count] = <char>(48 + magnitude % 10)
+        count += 1
+        magnitude //= 10
+        if magnitude == 0:
+            break
+    while count:
+        count -= 1
+        out[length] = digits[count]
+        length += 1
+    return length
+
+
+cdef int _write_line(_Writer* out, char marker, long long value) except -1:
+    _reserve(out, 23)
+    out.data[out.size] = marker
+    out.size += 1 + _format_decimal(out.data + out.size + 1, value)
+    out.data[out.size] = b"\r"
+    out.data[out.size + 1] = b"\n"
+    out.size += 2
+    return 0
+
+
+cdef int _write_bulk(_Writer* out, const char* data, Py_ssize_t size) except -1:
+    _write_line(out, b"$", size)
+    _reserve(out, size + 2)
+    memcpy(out.data + out.size, data, size)
+    out.data[out.size + size] = b"\r"
+    out.data[out.size + size + 1] = b"\n"
+    out.size += size + 2
+    return 0
+
+
+cdef int _write_arg(_Writer* out, object arg) except -1:
+    cdef const char* text
+    cdef Py_ssize_t size
+    cdef long long number
+    cdef int overflow = 0
+    cdef char digits[20]
+    if isinstance(arg, bytes):
+        return _write_bulk(out, PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg))
+    if type(arg) is str:
+        # CPython keeps ASCII text as its own UTF-8: no copy at all for the usual argument.
+        text = PyUnicode_AsUTF8AndSize(arg, &size)
+        return _write_bulk(out, text, size)
+    if type(arg) is int:
+        number = PyLong_AsLongLongAndOverflow(arg, &overflow)
+        if not overflow:
+            return _write_bulk(out, digits, _format_decimal(digits, number))
+    data = _arg_bytes(arg)  # subclasses, big ints, buffers: the twin's rules, verbatim
+    return _write_bulk(out, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef bytes _arg_bytes(object arg):
+    if isinstance(arg, str):
+        return arg.encode("utf-8")
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return str(arg).encode("ascii")
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    raise TypeError(f"cannot encode {type(arg).__name__} as a Redis argument")
+
+
+cdef int _write_command(_Writer* out, object args) except -1:
+    _write_line(out, b"*", len(args))
+    for arg in args:
+        _write_arg(out, arg)
+    return 0
+
+
+def encode_command(args: Sequence[Arg]) -> bytes:
+    """One command as a RESP array of bulk strings, ready to write to the socket."""
+    cdef _Writer out = _Writer(NULL, 0, 0)
+    try:
+        _write_command(&out, args)
+        return PyBytes_FromStringAndSize(out.data, out.size)
+    finally:
+        PyMem_Free(out.data)
+
+
+def encode_commands(commands: Iterable[Sequence[Arg]]) -> bytes:
+    """Several commands back to back: one write for a pipelined batch."""
+    cdef _Writer out = _Writer(NULL, 0, 0)
+    try:
+        for args in commands:
+            _write_command(&out, args)
+        return PyBytes_FromStringAndSize(out.data, out.size)
+    finally:
+        PyMem_Free(out.data)
+
+
+# --------------------------------------------------------------------------- payloads
+
+cdef object _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+cdef object _orjson_dumps = orjson.dumps
+cdef object _orjson_loads = orjson.loads
+cdef object _JSONEncodeError = orjson.JSONEncodeError
+cdef object _JSONDecodeError = orjson.JSONDecodeError
+
+
+cdef bint _has_slow_marker(const char* data, Py_ssize_t size) noexcept:
+    """Whether ``data`` holds b"null", b"e-" or b"0.0000" (the twin's ``_SLOW_MARKERS``),
+    in one pass instead of three searches."""
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(size):
+        c = data[i]
+        if c == b"n":
+            if i + 3 < size and memcmp(data + i + 1, b"ull", 3) == 0:
+                return True
+        elif c == b"e":
+            if i + 1 < size and data[i + 1] == b"-":
+                return True
+        elif c == b"0":
+            if i + 5 < size and memcmp(data + i + 1, b".0000", 5) == 0:
+                return True
+    return False
+
+
+cdef object _to_structured(object payload):
+    if isinstance(payload, (dict, list)):
+        return payload
+    if hasattr(payload, "__dataclass_fields__") and not isinstance(payload, type):
+        import dataclasses
+
+        return dataclasses.asdict(payload)
+    model_dump = getattr(payload, "model_dump", None)
+    if callable(model_dump) and not isinstance(payload, type):
+        return model_dump(mode="json")
+    raise InvalidPayload(
+        f"payload must be a dict or list (structured JSON), not {type(payload).__name__}; "
+        "wrap scalars, e.g. {'value': ...}"
+    )
+
+
+def dumps_payload(payload: Any) -> bytes:
+    """Compact UTF-8 JSON of a dict/list payload, byte-identical to the official encoding.
+
+    Raises :class:`InvalidPayload` for anything that is not structured JSON data and
+    :class:`InvalidPayloadValue` for NaN/Infinity (the official SDK writes them as bare
+    ``NaN``, which is not JSON and which other SDKs cannot parse).
+    """
+    cdef bytes out
+    data = _to_structured(payload)
+    try:
+        out = _orjson_dumps(data, option=_ORJSON_OPTIONS)
+    except _JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+    else:
+        if not _has_slow_marker(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out)):
+            return out
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidPayloadValue(f"payload is not valid JSON: {exc}") from None
+    except TypeError as exc:
+        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload(f"payload has a string that is not valid UTF-8: {exc}") from None
+
+
+def loads_payload(raw: str) -> Any:
+    """The handler's ``ctx.payload``: parsed JSON, or the raw text if it is not JSON
+    (another SDK may have written something we would have refused)."""
+    try:
+        return _orjson_loads(raw)
+    except _JSONDecodeError:
+        return raw
+
+
+# --------------------------------------------------------------------------- ULIDs
+
+cdef const char* _CROCKFORD = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+cdef object _urandom = os.urandom
+
+# The last ULID made: its millisecond and its 80-bit random part (16 high + 64 low bits).
+#
+# No lock, yet thread-safe: this module runs under the GIL (it does not declare itself
+# free-threading compatible, so a free-threaded CPython turns the GIL back on when importing
+# it), and a thread switch can only happen inside a Python-level operation: a call, an
+# allocation that runs the garbage collector, a __del__. None happens between reading these
+# three variables and writing them back below, so each read-compare-update is atomic. The one
+# Python call, os.urandom, sits between two such sections, and the second re-checks what the
+# first saw before using its result.
+cdef int64_t _ulid_last_ms = -1
+cdef uint32_t _ulid_rand_high = 0
+cdef uint64_t _ulid_rand_low = 0
+
+
+cdef str _ulid_text(int64_t ms, uint32_t rand_high, uint64_t rand_low):
+    # 48 bits of time then 80 of randomness, as 26 base-32 digits (the top two bits are 0).
+    cdef char text[26]
+    cdef uint64_t high = (<uint64_t>ms << 16) | rand_high
+    cdef uint64_t low = rand_low
+    cdef int i
+    for i in range(25, -1, -1):
+        text[i] = _CROCKFORD[low & 31]
+        low = (low >> 5) | (high << 59)
+        high >>= 5
+    return PyUnicode_DecodeASCII(text, 26, NULL)
+
+
+def new_ulid() -> str:
+    """A 26-character ULID, monotonic within one millisecond in this process."""
+    global _ulid_last_ms, _ulid_rand_high, _ulid_rand_low
+    cdef int64_t ms, target
+    cdef uint32_t rand_high
+    cdef uint64_t rand_low
+    cdef const unsigned char* fresh
+    cdef bytes random_bytes
+    cdef int i
+    while True:
+        ms = omniq_now_ms()
+        # Atomic section (no Python operation until the return or the urandom call).
+        if ms <= _ulid_last_ms:
+            if _ulid_rand_high != 0xFFFF or _ulid_rand_low != 0xFFFFFFFFFFFFFFFFULL:
+                _ulid_rand_low += 1
+                if _ulid_rand_low == 0:
+                    _ulid_rand_high += 1
+                ms, rand_high, rand_low = _ulid_last_ms, _ulid_rand_high, _ulid_rand_low
+                return _ulid_text(ms, rand_high, rand_low)
+            target = _ulid_last_ms + 1
+        else:
+            target = ms
+        random_bytes = _urandom(10)  # other threads may run here
+        fresh = <const unsigned char*>PyBytes_AS_STRING(random_bytes)
+        # Atomic section: use the draw only if no thread has reached `target` meanwhile;
+        # otherwise go round again, which now counts up from that thread's ULID.
+        if target > _ulid_last_ms:
+            _ulid_last_ms = target
+            _ulid_rand_high = (<uint32_t>fresh[0] << 8) | fresh[1]
+            _ulid_rand_low = 0
+            for i in range(2, 10):
+                _ulid_rand_low = (_ulid_rand_low << 8) | fresh[i]
+            return _ulid_text(target, _ulid_rand_high, _ulid_rand_low)
+
+
+# --------------------------------------------------------------------------- replies
+
+
+cdef str _text(object item):
+    if isinstance(item, bytes):
+        return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), NULL)
+    if isinstance(item, str):
+        return item
+    if isinstance(item, int):
+        return str(item)
+    raise ProtocolError(f"expected a string in the reply, got {type(item).__name__}")
+
+
+cdef object _int(object item):
+    cdef const char* text
+    cdef Py_ssize_t size, i
+    cdef long long value = 0
+    cdef bint negative
+    if type(item) is bytes:
+        # Short decimal text (the usual case) without int(): same value, no parsing object.
+        text = PyBytes_AS_STRING(item)
+        size = PyBytes_GET_SIZE(item)
+        negative = size > 1 and text[0] == b"-"
+        i = 1 if negative else 0
+        if 0 < size - i <= 18:
+            while i < size and b"0" <= text[i] <= b"9":
+                value = value * 10 + (text[i] - 48)
+                i += 1
+            if i == size:
+                return PyLong_FromLongLong(-value if negative else value)
+    try:
+        return int(item)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"expected an integer in the reply, got {item!r}") from None
+
+
+def parse_reserve_reply(reply: object) -> Optional[Union[ReservedJob, Paused]]:
+    """``reserve``'s reply as ``ReservedJob``, ``Paused`` or ``None`` (empty queue)."""
+    if not isinstance(reply, list) or not reply:
+        raise ProtocolError(f"unexpected reserve reply: {reply!r}")
+    status = reply[0]
+    if status == b"EMPTY" or status == "EMPTY":
+        return None
+    if status == b"PAUSED" or status == "PAUSED":
+        return Paused()
+    if (status == b"JOB" or status == "JOB") and len(reply) >= 8:
+        return ReservedJob(
+            "JOB",
+            _text(reply[1]),
+            _text(reply[2]),
+            _int(reply[3]),
+            _int(reply[4]),
+            _int(reply[5]),
+            _text(reply[6]),
+            _text(reply[7]),
+        )
+    raise ProtocolError(f"unexpected reserve reply: {reply!r}")
+
+
+include "_reply_parser.pxi"

@@ -1,0 +1,229 @@
+"""The compiled core and its pure-Python twin: one surface, one set of answers.
+
+The twin is the reference; the compiled core may only be faster. These tests need the
+extension (an ImportError here is a broken build and fails the run); with
+``OMNIQ_FAST_NO_EXTENSIONS`` set they check what the pure install promises instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import omniq_fast
+from omniq_fast import _compat, _core_py
+
+NO_EXTENSIONS = bool(os.environ.get("OMNIQ_FAST_NO_EXTENSIONS"))
+PACKAGE = Path(_core_py.__file__).parent
+
+pytestmark = pytest.mark.c_extension
+
+
+@pytest.fixture(scope="module")
+def compiled() -> ModuleType:
+    if NO_EXTENSIONS:
+        pytest.skip("OMNIQ_FAST_NO_EXTENSIONS is set: no compiled core to compare")
+    from omniq_fast import _core
+
+    return _core
+
+
+# --------------------------------------------------------------------------- surface
+
+
+def test_same_public_names(compiled: ModuleType) -> None:
+    assert compiled.__all__ == _core_py.__all__
+    for name in _core_py.__all__:
+        assert hasattr(compiled, name), name
+
+
+def _defined_in_order(source: str) -> list[str]:
+    names = re.findall(r"^(?:cdef )?(?:def|class) (\w+)", source, re.MULTILINE)
+    return [name for name in names if name in _core_py.__all__]
+
+
+def test_same_order_of_definitions() -> None:
+    # The twins read side by side: the public names appear in __all__'s order in both.
+    twin = (PACKAGE / "_core_py.py").read_text()
+    compiled = (PACKAGE / "_core.pyx").read_text() + (PACKAGE / "_reply_parser.pxi").read_text()
+    assert _defined_in_order(twin) == _core_py.__all__
+    assert _defined_in_order(compiled) == _core_py.__all__
+
+
+def _public_callables(module: ModuleType) -> dict[str, Any]:
+    found = {}
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj):
+            for attr in dir(obj):
+                if not attr.startswith("_") and callable(getattr(obj, attr)):
+                    if attr not in dir(list):  # PushNotification's inherited methods
+                        found[f"{name}.{attr}"] = getattr(obj, attr)
+        else:
+            found[name] = obj
+    return found
+
+
+def test_same_signatures_and_docs(compiled: ModuleType) -> None:
+    ours, theirs = _public_callables(compiled), _public_callables(_core_py)
+    assert sorted(ours) == sorted(theirs)
+    for name, twin in theirs.items():
+        assert inspect.signature(ours[name]) == inspect.signature(twin), name
+        # embedsignature puts the signature line first; the text after it is the twin's.
+        assert inspect.cleandoc(twin.__doc__ or "") in (ours[name].__doc__ or ""), name
+    for name in ("PushNotification", "ReplyParser"):
+        assert inspect.getdoc(getattr(compiled, name)) == inspect.getdoc(getattr(_core_py, name))
+
+
+def test_compat_exports_the_whole_surface() -> None:
+    for name in _core_py.__all__:
+        assert hasattr(_compat, name), name
+
+
+def _implementation(env_value: str | None) -> str:
+    env = dict(os.environ)
+    env.pop("OMNIQ_FAST_NO_EXTENSIONS", None)
+    if env_value is not None:
+        env["OMNIQ_FAST_NO_EXTENSIONS"] = env_value
+    out = subprocess.run(
+        [sys.executable, "-c", "import omniq_fast; print(omniq_fast.IMPLEMENTATION)"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_implementation_is_cython_when_built(compiled: ModuleType) -> None:
+    assert omniq_fast.IMPLEMENTATION == "cython"
+    assert _implementation(None) == "cython"
+    assert _compat.ReplyParser is compiled.ReplyParser
+
+
+def test_no_extensions_variable_forces_the_twin() -> None:
+    assert _implementation("1") == "python"
+    if NO_EXTENSIONS:
+        assert omniq_fast.IMPLEMENTATION == "python"
+        assert _compat.ReplyParser is _core_py.ReplyParser
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def outcome(call: Any, *args: Any) -> Any:
+    """What a call gives: its result, or the class and message of what it raised."""
+    try:
+        return ("ok", call(*args))
+    except Exception as exc:  # noqa: BLE001 - compared, not handled
+        return ("raised", type(exc), str(exc))
+
+
+arguments = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20),
+    st.integers(),
+    st.booleans(),
+    st.floats(),
+    st.none(),
+    st.binary(max_size=10).map(bytearray),
+    st.binary(max_size=10).map(memoryview),
+    st.sampled_from(["\ud800", -(2**63), 2**63, 2**64]),
+)
+commands = st.lists(arguments, max_size=8)
+
+
+@given(command=commands)
+def test_encode_command_is_identical(compiled: ModuleType, command: list[Any]) -> None:
+    assert outcome(compiled.encode_command, command) == outcome(_core_py.encode_command, command)
+
+
+@given(batch=st.lists(commands, max_size=5))
+def test_encode_commands_is_identical(compiled: ModuleType, batch: list[list[Any]]) -> None:
+    assert outcome(compiled.encode_commands, batch) == outcome(_core_py.encode_commands, batch)
+
+
+keys = st.one_of(st.text(max_size=8), st.integers(), st.none(), st.sampled_from(["\udfff"]))
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["null", "e-", "0.0000", "\ud800", b"raw", {1, 2}, (1, 2), math.nan]),
+)
+payloads = st.one_of(
+    st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)
+        ),
+        max_leaves=15,
+    ),
+    st.sampled_from(["text", b"bytes", 1, None]),
+)
+
+
+@given(payload=payloads)
+def test_dumps_payload_is_identical(compiled: ModuleType, payload: Any) -> None:
+    assert outcome(compiled.dumps_payload, payload) == outcome(_core_py.dumps_payload, payload)
+
+
+@given(raw=st.one_of(st.text(max_size=30), st.from_regex(r'\{"a":\[1,2(,3)?\]\}', fullmatch=True)))
+def test_loads_payload_is_identical(compiled: ModuleType, raw: str) -> None:
+    ours, theirs = outcome(compiled.loads_payload, raw), outcome(_core_py.loads_payload, raw)
+    assert repr(ours) == repr(theirs)
+
+
+reply_items = st.one_of(
+    st.binary(max_size=12),
+    st.sampled_from([b"JOB", b"EMPTY", b"PAUSED", "JOB", b"12", b"-3", b"007", b" 4", b"1_0",
+                     b"\xff", b"99999999999999999999", b"-", b""]),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.text(max_size=5),
+)  # fmt: skip
+
+
+@given(reply=st.one_of(st.lists(reply_items, max_size=10), reply_items))
+def test_parse_reserve_reply_is_identical(compiled: ModuleType, reply: Any) -> None:
+    if isinstance(reply, list) and len(reply) >= 8 and reply[0] != b"EMPTY":
+        reply[0] = b"JOB"
+    ours = outcome(compiled.parse_reserve_reply, reply)
+    theirs = outcome(_core_py.parse_reserve_reply, reply)
+    assert ours == theirs
+
+
+streams = st.lists(
+    st.one_of(
+        st.sampled_from([b"*2\r\n", b"%1\r\n", b">1\r\n", b"$3\r\nabc\r\n", b":-12\r\n",
+                         b",1.5\r\n", b"#t\r\n", b"_\r\n", b"-ERR x\r\n", b"(9\r\n", b"+\r\n"]),
+        st.binary(max_size=4),
+    ),
+    max_size=20,
+).map(b"".join)  # fmt: skip
+
+
+@given(data=streams, cut=st.integers(0, 200))
+def test_reply_parsers_are_identical(compiled: ModuleType, data: bytes, cut: int) -> None:
+    def run(module: ModuleType) -> list[Any]:
+        parser, seen = module.ReplyParser(), []
+        for piece in (data[:cut], data[cut:]):
+            parser.feed(piece)
+            for _ in range(len(data) + 1):
+                result = outcome(parser.gets)
+                seen.append(repr(result).replace(module.__name__, "core"))
+                if result[0] == "raised" or result[1] is False:
+                    break
+        return seen
+
+    assert run(compiled) == run(_core_py)
