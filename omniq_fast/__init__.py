@@ -7,6 +7,7 @@
 
 from ._compat import IMPLEMENTATION
 from ._version import __version__
+from .bulk import PublishManyError
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
@@ -29,6 +30,8 @@ from .errors import (
 from .types import (
     AckFailResult,
     BatchResultItem,
+    Job,
+    JobResult,
     Paused,
     ReservedJob,
     ReserveJob,
@@ -70,5 +73,8 @@ __all__ = [
     "ReserveResult",
     "BatchResultItem",
     "AckFailResult",
+    "Job",
+    "JobResult",
+    "PublishManyError",
 ]
 

@@ -25,6 +25,8 @@ if USE_EXTENSIONS and not TYPE_CHECKING:
             loads_payload,
             new_ulid,
             parse_reserve_reply,
+            parse_reserve_batch_reply,
+            encode_enqueue_batch,
             PushNotification,
             ReplyParser,
         )
@@ -42,6 +44,8 @@ if TYPE_CHECKING or not USE_EXTENSIONS:
         loads_payload,
         new_ulid,
         parse_reserve_reply,
+        parse_reserve_batch_reply,
+        encode_enqueue_batch,
         PushNotification,
         ReplyParser,
     )

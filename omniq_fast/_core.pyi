@@ -8,6 +8,8 @@ from ._core_py import encode_commands as encode_commands
 from ._core_py import loads_payload as loads_payload
 from ._core_py import new_ulid as new_ulid
 from ._core_py import parse_reserve_reply as parse_reserve_reply
+from ._core_py import parse_reserve_batch_reply as parse_reserve_batch_reply
+from ._core_py import encode_enqueue_batch as encode_enqueue_batch
 
 __all__ = [
     "encode_command",
@@ -16,6 +18,8 @@ __all__ = [
     "loads_payload",
     "new_ulid",
     "parse_reserve_reply",
+    "parse_reserve_batch_reply",
+    "encode_enqueue_batch",
     "PushNotification",
     "ReplyParser",
 ]

@@ -25,7 +25,8 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
-from .types import Paused, ReservedJob
+from .options import EnqueueOptions, check_id, job_options
+from .types import Job, Paused, ReservedJob
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
@@ -56,6 +57,8 @@ __all__ = [
     "loads_payload",
     "new_ulid",
     "parse_reserve_reply",
+    "parse_reserve_batch_reply",
+    "encode_enqueue_batch",
     "PushNotification",
     "ReplyParser",
 ]
@@ -391,6 +394,86 @@ def parse_reserve_reply(reply: object) -> Optional[Union[ReservedJob, Paused]]:
             _text(reply[7]),
         )
     raise ProtocolError(f"unexpected reserve reply: {reply!r}")
+
+
+def parse_reserve_batch_reply(reply: object) -> Union[List[ReservedJob], Paused]:
+    """``reserve_batch``'s reply: the leased jobs in order (``[]`` when none), or ``Paused``."""
+    cdef Py_ssize_t count, i, size
+    cdef list jobs
+    if not isinstance(reply, list) or not reply:
+        raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+    status = reply[0]
+    if status == b"EMPTY" or status == "EMPTY":
+        return []
+    if status == b"PAUSED" or status == "PAUSED":
+        return Paused()
+    size = len(reply)
+    if (status == b"JOB" or status == "JOB") and size >= 2:
+        count = _int(reply[1])
+        if count >= 0 and size == 2 + 7 * count:
+            jobs = []
+            for i in range(2, size, 7):
+                jobs.append(ReservedJob(
+                    "JOB",
+                    _text(reply[i]),
+                    _text(reply[i + 1]),
+                    _int(reply[i + 2]),
+                    _int(reply[i + 3]),
+                    _int(reply[i + 4]),
+                    _text(reply[i + 5]),
+                    _text(reply[i + 6]),
+                ))
+            return jobs
+    raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def encode_enqueue_batch(
+    sha: bytes, anchor: str, now_ms: int, items: Sequence[Any], defaults: EnqueueOptions
+) -> Tuple[bytes, List[str]]:
+    """One EVALSHA of ``enqueue_batch`` for ``items`` and the ids they get, in order.
+
+    Items are payloads (taking ``defaults``) or :class:`~omniq_fast.types.Job` objects
+    (their own options over ``defaults``); every item is checked and encoded before the
+    command exists, so a bad item means nothing of the batch is sent.
+    """
+    cdef _Writer out = _Writer(NULL, 0, 0)
+    cdef list ids = []
+    cdef Py_ssize_t n = len(items)
+    # The defaults' six arguments are the same for every plain payload: encode them once.
+    cdef _Writer shared = _Writer(NULL, 0, 0)
+    cdef tuple opts
+    try:
+        _write_line(&out, b"*", 6 + 8 * n)
+        for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+            _write_arg(&out, arg)
+        for arg in defaults:
+            _write_arg(&shared, arg)
+        for item in items:
+            if isinstance(item, Job):
+                opts = job_options(item, defaults)
+                body = dumps_payload(item.payload)
+                job_id = check_id("job_id", item.job_id) if item.job_id else new_ulid()
+            else:
+                opts = None
+                body = dumps_payload(item)
+                job_id = new_ulid()
+            _write_arg(&out, job_id)
+            _write_arg(&out, body)
+            if opts is None:
+                _reserve(&out, shared.size)
+                memcpy(out.data + out.size, shared.data, shared.size)
+                out.size += shared.size
+            else:
+                for arg in opts:
+                    _write_arg(&out, arg)
+            ids.append(job_id)
+        return PyBytes_FromStringAndSize(out.data, out.size), ids
+    finally:
+        PyMem_Free(out.data)
+        PyMem_Free(shared.data)
 
 
 include "_reply_parser.pxi"

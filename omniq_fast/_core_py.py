@@ -13,12 +13,13 @@ import os
 import re
 import threading
 import time
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import orjson
 
 from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
-from .types import Paused, ReservedJob
+from .options import EnqueueOptions, check_id, job_options
+from .types import Job, Paused, ReservedJob
 
 __all__ = [
     "encode_command",
@@ -27,6 +28,8 @@ __all__ = [
     "loads_payload",
     "new_ulid",
     "parse_reserve_reply",
+    "parse_reserve_batch_reply",
+    "encode_enqueue_batch",
     "PushNotification",
     "ReplyParser",
 ]
@@ -206,6 +209,63 @@ def parse_reserve_reply(reply: object) -> Optional[Union[ReservedJob, Paused]]:
             lease_token=_text(reply[7]),
         )
     raise ProtocolError(f"unexpected reserve reply: {reply!r}")
+
+
+def parse_reserve_batch_reply(reply: object) -> Union[List[ReservedJob], Paused]:
+    """``reserve_batch``'s reply: the leased jobs in order (``[]`` when none), or ``Paused``."""
+    if not isinstance(reply, list) or not reply:
+        raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+    status = reply[0]
+    if status == b"EMPTY" or status == "EMPTY":
+        return []
+    if status == b"PAUSED" or status == "PAUSED":
+        return Paused()
+    if (status == b"JOB" or status == "JOB") and len(reply) >= 2:
+        count = _int(reply[1])
+        if count >= 0 and len(reply) == 2 + 7 * count:
+            return [
+                ReservedJob(
+                    status="JOB",
+                    job_id=_text(reply[i]),
+                    payload=_text(reply[i + 1]),
+                    lock_until_ms=_int(reply[i + 2]),
+                    attempt=_int(reply[i + 3]),
+                    max_attempts=_int(reply[i + 4]),
+                    gid=_text(reply[i + 5]),
+                    lease_token=_text(reply[i + 6]),
+                )
+                for i in range(2, len(reply), 7)
+            ]
+    raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def encode_enqueue_batch(
+    sha: bytes, anchor: str, now_ms: int, items: Sequence[Any], defaults: EnqueueOptions
+) -> Tuple[bytes, List[str]]:
+    """One EVALSHA of ``enqueue_batch`` for ``items`` and the ids they get, in order.
+
+    Items are payloads (taking ``defaults``) or :class:`~omniq_fast.types.Job` objects
+    (their own options over ``defaults``); every item is checked and encoded before the
+    command exists, so a bad item means nothing of the batch is sent.
+    """
+    args: List[Arg] = [b"EVALSHA", sha, b"1", anchor, now_ms, len(items)]
+    ids: List[str] = []
+    for item in items:
+        if isinstance(item, Job):
+            opts = job_options(item, defaults)
+            body = dumps_payload(item.payload)
+            job_id = check_id("job_id", item.job_id) if item.job_id else new_ulid()
+        else:
+            opts = defaults
+            body = dumps_payload(item)
+            job_id = new_ulid()
+        attempts, timeout, backoff, due, gid, limit = opts
+        args += (job_id, body, attempts, timeout, backoff, due, gid, limit)
+        ids.append(job_id)
+    return encode_command(args), ids
 
 
 # --------------------------------------------------------------------------- reply parsing

@@ -7,26 +7,17 @@ written against ``omniq.client.OmniqClient`` (all keyword arguments) works uncha
 
 from __future__ import annotations
 
-import time
 import warnings
-from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import redis as redis_py
 
-from . import _compat
-from .errors import AdminError, InvalidArgument, ProtocolError, ScriptError, lease_error
+from ._base import now_ms, text
+from .bulk import BulkOps
+from .errors import AdminError, InvalidArgument, ProtocolError, ScriptError
+from .keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor
 from .options import check_id, check_int, enqueue_options
-from .keys import (
-    REMOVE_LANES,
-    counter_anchor,
-    job_key,
-    paused_key,
-    queue_anchor,
-    validate_queue_name,
-)
-from .scripts import script
-from .transport import Transport
 from .types import AckFailResult, BatchResultItem, ReserveResult
 
 if TYPE_CHECKING:
@@ -38,32 +29,21 @@ __all__ = ["Client", "OmniqClient", "now_ms", "MAX_BATCH"]
 MAX_BATCH = 100
 
 
-def now_ms() -> int:
-    """Milliseconds since the epoch, as every script expects."""
-    return time.time_ns() // 1_000_000
-
-
-def _text(item: object) -> str:
-    if isinstance(item, bytes):
-        return item.decode("utf-8", "replace")
-    return str(item)
-
-
 def _parse_batch(op: str, reply: object) -> list[BatchResultItem]:
     """Flat ``id, "OK"`` / ``id, "ERR", reason`` triples into result items."""
     if not isinstance(reply, list):
         raise ProtocolError(f"unexpected {op} reply: {reply!r}")
-    if len(reply) >= 2 and _text(reply[0]) == "ERR":
-        raise AdminError(op, _text(reply[1]))
+    if len(reply) >= 2 and text(reply[0]) == "ERR":
+        raise AdminError(op, text(reply[1]))
     items: list[BatchResultItem] = []
     i = 0
     while i + 1 < len(reply):
-        job_id, status = _text(reply[i]), _text(reply[i + 1])
+        job_id, status = text(reply[i]), text(reply[i + 1])
         if status == "OK":
             items.append(BatchResultItem(job_id, "OK"))
             i += 2
         elif status == "ERR" and i + 2 < len(reply):
-            items.append(BatchResultItem(job_id, "ERR", _text(reply[i + 2])))
+            items.append(BatchResultItem(job_id, "ERR", text(reply[i + 2])))
             i += 3
         else:
             raise ProtocolError(f"unexpected {op} reply: {reply!r}")
@@ -72,8 +52,8 @@ def _parse_batch(op: str, reply: object) -> list[BatchResultItem]:
     return items
 
 
-class Client:
-    """A connection to one OmniQ server (Redis or Valkey).
+class Client(BulkOps):
+    """A connection to one OmniQ server (Redis or Valkey) and every queue operation.
 
     ``url`` is a redis-py URL (``redis://``, ``rediss://`` for TLS, ``unix://``), with ACL
     user and password in it if needed; or pass a ready ``redis.Redis`` as ``redis=``
@@ -81,79 +61,6 @@ class Client:
     ``redis.Redis.from_url`` (``socket_timeout=...``). Use as a context manager or call
     :meth:`close`.
     """
-
-    def __init__(
-        self,
-        url: Optional[str] = None,
-        *,
-        redis: Optional[redis_py.Redis] = None,
-        client_name: Optional[str] = None,
-        _core: Optional[ModuleType] = None,
-        **redis_options: Any,
-    ) -> None:
-        if redis is not None and (url is not None or redis_options):
-            raise InvalidArgument("pass either redis= or a url (with options), not both")
-        self._owns_redis = redis is None
-        if redis is None:
-            if client_name is not None:
-                redis_options["client_name"] = client_name
-            # from_url lets the URL win over keyword options, so keywords alone (the
-            # OmniqClient constructor) build the client directly.
-            if url is None:
-                redis = redis_py.Redis(**redis_options)
-            else:
-                redis = redis_py.Redis.from_url(url, **redis_options)
-        self._core: ModuleType = _core if _core is not None else _compat
-        self._transport = Transport(redis, self._core)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def redis(self) -> redis_py.Redis:
-        """The underlying redis-py client (for plain reads and monitoring)."""
-        return self._transport.redis
-
-    def close(self) -> None:
-        """Close the connections this client opened (not a ``redis=`` it was given)."""
-        if self._owns_redis:
-            self._transport.close()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
-    @staticmethod
-    def queue_base(queue_name: str) -> str:
-        """``{queue}``, the prefix of every key of the queue."""
-        return "{" + validate_queue_name(queue_name) + "}"
-
-    # ------------------------------------------------------------------ internals
-
-    def _run(self, name: str, anchor: str, *argv: bytes | str | int) -> Any:
-        return self._transport.run_script(script(name), anchor, argv)
-
-    @staticmethod
-    def _now(now_ms_override: int) -> int:
-        check_int("now_ms_override", now_ms_override, 0)
-        return now_ms_override or now_ms()
-
-    @staticmethod
-    def _status(op: str, reply: object) -> list[Any]:
-        """The reply as a list whose first item is ``"OK"``; error replies raise."""
-        if isinstance(reply, list) and reply:
-            head = _text(reply[0])
-            if head == "OK":
-                return reply
-            if head == "ERR" and len(reply) >= 2:
-                raise lease_error(op, _text(reply[1]))
-        raise ProtocolError(f"unexpected {op} reply: {reply!r}")
 
     # ------------------------------------------------------------------ producing
 
@@ -252,7 +159,7 @@ class Client:
             argv.append(str(error))
         reply = self._run("ack_fail", anchor, *argv)
         if isinstance(reply, list) and reply:
-            head = _text(reply[0])
+            head = text(reply[0])
             if head == "RETRY" and len(reply) >= 2:
                 return ("RETRY", int(reply[1]))
             if head == "FAILED":
@@ -288,7 +195,7 @@ class Client:
 
     def pause(self, queue: str) -> str:
         """Stop handing out jobs (running jobs go on); returns ``"OK"``."""
-        return _text(self._run("pause", queue_anchor(queue)))
+        return text(self._run("pause", queue_anchor(queue)))
 
     def resume(self, queue: str) -> int:
         """Hand out jobs again; returns 1 if the queue was paused, else 0."""
@@ -371,11 +278,11 @@ class Client:
     @staticmethod
     def _admin_status(op: str, reply: object) -> None:
         if isinstance(reply, list) and reply:
-            head = _text(reply[0])
+            head = text(reply[0])
             if head == "OK":
                 return
             if head == "ERR" and len(reply) >= 2:
-                raise AdminError(op, _text(reply[1]))
+                raise AdminError(op, text(reply[1]))
         raise ProtocolError(f"unexpected {op} reply: {reply!r}")
 
     # ------------------------------------------------------------------ fan-out counters
@@ -400,7 +307,7 @@ class Client:
         check_id("child_id", child_id)
         try:
             reply = self._run("child_ack", anchor, child_id)
-            if isinstance(reply, list) and len(reply) >= 2 and _text(reply[0]) == "OK":
+            if isinstance(reply, list) and len(reply) >= 2 and text(reply[0]) == "OK":
                 return int(reply[1])
         except (ScriptError, ProtocolError, ValueError):
             pass

@@ -8,6 +8,8 @@ protocol reason code in ``.reason``.
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 from redis.exceptions import ResponseError
 
 __all__ = [
@@ -117,7 +119,12 @@ class ConnectionLost(OmniqError, ConnectionError):
 
     The script's effect is unknown, so it is not re-sent automatically: re-sending a
     non-idempotent script (enqueue, reserve, ack) could process or queue a job twice.
+    For a stream of batches, ``unknown`` holds the tags of the batches in flight.
     """
+
+    def __init__(self, message: str, unknown: Optional[list[Any]] = None) -> None:
+        super().__init__(message)
+        self.unknown: list[Any] = unknown or []
 
 
 _LEASE_ERRORS: dict[str, type[LeaseError]] = {

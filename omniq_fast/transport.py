@@ -1,75 +1,223 @@
-"""Sends encoded commands over a redis-py connection and reads the raw replies.
+"""Writes encoded commands straight to a redis-py connection's socket and parses the replies.
 
-redis-py sets the connection up (URL, AUTH/ACL, db, TLS, timeouts); we write bytes our core
-encoded and read replies undecoded. Retries are ours, not redis-py's: a script whose reply
-was lost may already have run, so only reads are retried after a connection error.
+redis-py sets the connection up (URL, AUTH/ACL, db, TLS, timeouts, RESP version); we take it
+from the pool, write bytes our core encoded, read in large chunks and parse with our
+``ReplyParser``. One write per batch of commands, one read loop for all their replies.
+
+Retries are ours, not redis-py's: a script whose reply was lost may already have run, so
+only reads are retried after a connection error.
 """
 
 from __future__ import annotations
 
+import socket
+from collections import deque
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ConnectionLost
+from .errors import ConnectionLost, ReplyError
 from .scripts import Script
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "Batch"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_READ_SIZE = 1 << 16
+_EXHAUSTED = StopIteration()  # marks a source that simply ran out
+
+T = TypeVar("T")
+
+
+class Batch(Generic[T]):
+    """Encoded commands sent in one write, their reply count, and a caller's tag."""
+
+    __slots__ = ("data", "count", "tag")
+
+    def __init__(self, data: bytes, count: int, tag: T) -> None:
+        self.data = data
+        self.count = count
+        self.tag = tag
+
+
+def _is_noscript(reply: object) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+class _Wire:
+    """A pooled connection used raw for one checkout: our encoder writes, our parser reads."""
+
+    __slots__ = ("conn", "sock", "parser")
+
+    def __init__(self, conn: Any, parser: Any) -> None:
+        conn.connect()  # no-op when connected; errors here mean nothing was sent
+        self.conn = conn
+        # redis-py keeps the socket on a private attribute; it is the one it writes to.
+        self.sock: socket.socket = conn._sock
+        self.parser = parser
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read(self, count: int) -> list[Any]:
+        parser, recv = self.parser, self.sock.recv
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = parser.gets()
+            if reply is False:
+                chunk = recv(_READ_SIZE)
+                if not chunk:
+                    raise ConnectionError("server closed the connection")
+                parser.feed(chunk)
+                continue
+            replies.append(reply)
+        return replies
 
 
 class Transport:
-    """Runs commands and scripts on one redis-py client's connection pool."""
+    """Runs commands and scripts over one redis-py client's connection pool."""
 
     def __init__(self, client: redis.Redis, core: ModuleType) -> None:
         self.redis = client
         self._pool = client.connection_pool
         self._core = core
 
-    def _roundtrip(self, packed: bytes, count: int, what: str) -> list[Any]:
+    # ------------------------------------------------------------------ checkout
+
+    def _checkout(self) -> _Wire:
+        conn = self._pool.get_connection()
+        try:
+            return _Wire(conn, self._core.ReplyParser())
+        except BaseException:
+            self._pool.release(conn)
+            raise
+
+    def _checkin(self, wire: _Wire, healthy: bool) -> None:
+        if not healthy:
+            # Half-written commands or half-read replies: the connection's state is
+            # unknown, so it is closed rather than handed to the next caller.
+            wire.conn.disconnect()
+        self._pool.release(wire.conn)
+
+    # ------------------------------------------------------------------ round trips
+
+    def roundtrip(self, data: bytes, count: int, what: str) -> list[Any]:
         """Write ``count`` encoded commands at once and read their replies.
 
-        Error replies come back as ``ResponseError`` values, not raised, so one bad reply
+        Error replies come back as :class:`ReplyError` values, not raised, so one bad reply
         does not hide the others. A network error once sending has begun raises
         :class:`ConnectionLost`; one while connecting (refused, bad password) propagates
         as redis-py raised it, since nothing reached the server.
         """
-        conn = self._pool.get_connection()
+        wire = self._checkout()
+        healthy = False
         try:
-            conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
-            replies: list[Any] = []
-            for _ in range(count):
-                try:
-                    replies.append(conn.read_response(disable_decoding=True))
-                except ResponseError as exc:
-                    replies.append(exc)
+            wire.send(data)
+            replies = wire.read(count)
+            healthy = True
             return replies
         except _NETWORK_ERRORS as exc:
-            conn.disconnect()  # type: ignore[no-untyped-call]
             raise ConnectionLost(
                 f"connection lost during {what}; its effect on the server is unknown: {exc}"
             ) from exc
-        except BaseException:
-            # The connection's state is unknown (half-read replies): never reuse it.
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            raise
         finally:
-            self._pool.release(conn)
+            self._checkin(wire, healthy)
+
+    def stream(
+        self,
+        batches: Iterable[Batch[T]],
+        script: Script,
+        window: int = 2,
+    ) -> Iterator[tuple[T, list[Any]]]:
+        """Send batches of EVALSHA ``script`` calls, keeping up to ``window`` in flight.
+
+        While the server runs one batch, the next is already encoded and on its way, so
+        neither side waits for the other. Yields each batch's tag with its replies, in
+        order. NOSCRIPT replies (the script was flushed) are re-run in order after a
+        SCRIPT LOAD: a NOSCRIPT reply means that call did nothing.
+
+        On a network error raises :class:`ConnectionLost` whose ``unknown`` holds the
+        tags of the batches in flight (their effect is unknown); batches already yielded
+        were applied, and the rest were never sent.
+        """
+        wire = self._checkout()
+        healthy = False
+        in_flight: deque[Batch[T]] = deque()
+        source = iter(batches)
+        stopped: Optional[BaseException] = None  # the source's own error, raised last
+        try:
+            while True:
+                while stopped is None and len(in_flight) < window:
+                    try:
+                        batch = next(source)
+                    except StopIteration:
+                        stopped = _EXHAUSTED
+                        break
+                    except Exception as exc:
+                        # An item that failed to encode: what is in flight still gets its
+                        # replies, so the caller knows exactly what was written.
+                        stopped = exc
+                        break
+                    wire.send(batch.data)
+                    in_flight.append(batch)
+                if not in_flight:
+                    break
+                batch = in_flight[0]
+                replies = wire.read(batch.count)
+                if not any(_is_noscript(r) for r in replies):
+                    in_flight.popleft()
+                    yield batch.tag, replies
+                    continue
+                for batch, replies in self._rerun_noscript(wire, in_flight, replies, script):
+                    in_flight.popleft()
+                    yield batch.tag, replies
+            healthy = True
+        except _NETWORK_ERRORS as exc:
+            raise ConnectionLost(
+                f"connection lost during {script.name}; the effect of "
+                f"{len(in_flight)} batch(es) in flight is unknown: {exc}",
+                unknown=[b.tag for b in in_flight],
+            ) from exc
+        finally:
+            self._checkin(wire, healthy)
+        if stopped is not _EXHAUSTED and stopped is not None:
+            raise stopped
+
+    def _rerun_noscript(
+        self, wire: _Wire, in_flight: deque[Batch[T]], head: list[Any], script: Script
+    ) -> list[tuple[Batch[T], list[Any]]]:
+        """The script was flushed: the head batch answered NOSCRIPT, and so did (most
+        likely) every batch sent after it. Read those replies first, so the wire is in
+        step, then load the script and re-send, in order, every batch that did not run.
+        Each batch is a single EVALSHA: a NOSCRIPT reply means it changed nothing."""
+        answered = [(in_flight[0], head)]
+        for batch in list(in_flight)[1:]:
+            answered.append((batch, wire.read(batch.count)))
+        wire.send(self._core.encode_command((b"SCRIPT", b"LOAD", script.source)))
+        (loaded,) = wire.read(1)
+        if isinstance(loaded, ReplyError):
+            raise loaded
+        out = []
+        for batch, replies in answered:
+            if any(_is_noscript(r) for r in replies):
+                wire.send(batch.data)
+                replies = wire.read(batch.count)
+            out.append((batch, replies))
+        return out
+
+    # ------------------------------------------------------------------ single calls
 
     def command(self, *args: bytes | str | int) -> Any:
         """Run one idempotent command (a read), reconnecting once on a network error."""
-        packed = self._core.encode_command(args)
+        data = self._core.encode_command(args)
         what = str(args[0])
         try:
-            reply = self._roundtrip(packed, 1, what)[0]
+            reply = self.roundtrip(data, 1, what)[0]
         except (ConnectionLost, *_NETWORK_ERRORS):
-            reply = self._roundtrip(packed, 1, what)[0]
-        if isinstance(reply, ResponseError):
+            reply = self.roundtrip(data, 1, what)[0]
+        if isinstance(reply, ReplyError):
             raise reply
         return reply
 
@@ -80,17 +228,18 @@ class Transport:
         the script may or may not have run, and re-sending it could queue or process a
         job twice.
         """
-        packed = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
-        reply = self._roundtrip(packed, 1, script.name)[0]
-        if isinstance(reply, NoScriptError):
+        data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
+        reply = self.roundtrip(data, 1, script.name)[0]
+        if _is_noscript(reply):
             # Loading and re-running is safe: a NOSCRIPT reply means nothing ran.
             load = self._core.encode_command((b"SCRIPT", b"LOAD", script.source))
-            loaded, reply = self._roundtrip(load + packed, 2, script.name)
-            if isinstance(loaded, ResponseError):
+            loaded, reply = self.roundtrip(load + data, 2, script.name)
+            if isinstance(loaded, ReplyError):
                 raise loaded
-        if isinstance(reply, ResponseError):
+        if isinstance(reply, ReplyError):
             raise reply
         return reply
 
     def close(self) -> None:
         self.redis.close()
+
