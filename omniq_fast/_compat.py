@@ -27,6 +27,8 @@ if USE_EXTENSIONS and not TYPE_CHECKING:
             parse_reserve_reply,
             parse_reserve_batch_reply,
             encode_enqueue_batch,
+            encode_lease_batch,
+            parse_job_results,
             PushNotification,
             ReplyParser,
         )
@@ -46,6 +48,8 @@ if TYPE_CHECKING or not USE_EXTENSIONS:
         parse_reserve_reply,
         parse_reserve_batch_reply,
         encode_enqueue_batch,
+        encode_lease_batch,
+        parse_job_results,
         PushNotification,
         ReplyParser,
     )

@@ -10,6 +10,8 @@ from ._core_py import new_ulid as new_ulid
 from ._core_py import parse_reserve_reply as parse_reserve_reply
 from ._core_py import parse_reserve_batch_reply as parse_reserve_batch_reply
 from ._core_py import encode_enqueue_batch as encode_enqueue_batch
+from ._core_py import encode_lease_batch as encode_lease_batch
+from ._core_py import parse_job_results as parse_job_results
 
 __all__ = [
     "encode_command",
@@ -20,6 +22,8 @@ __all__ = [
     "parse_reserve_reply",
     "parse_reserve_batch_reply",
     "encode_enqueue_batch",
+    "encode_lease_batch",
+    "parse_job_results",
     "PushNotification",
     "ReplyParser",
 ]

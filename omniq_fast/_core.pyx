@@ -24,9 +24,9 @@ from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
-from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
+from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
 from .options import EnqueueOptions, check_id, job_options
-from .types import Job, Paused, ReservedJob
+from .types import Job, JobResult, Paused, ReservedJob
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
@@ -59,6 +59,8 @@ __all__ = [
     "parse_reserve_reply",
     "parse_reserve_batch_reply",
     "encode_enqueue_batch",
+    "encode_lease_batch",
+    "parse_job_results",
     "PushNotification",
     "ReplyParser",
 ]
@@ -474,6 +476,77 @@ def encode_enqueue_batch(
     finally:
         PyMem_Free(out.data)
         PyMem_Free(shared.data)
+
+
+cdef tuple _lease_fields(object lease):
+    if isinstance(lease, ReservedJob):
+        return lease.job_id, lease.lease_token
+    job_id, token = lease[0], lease[1]
+    if type(job_id) is not str or type(token) is not str:
+        if not isinstance(job_id, str) or not isinstance(token, str):
+            raise InvalidArgument(
+                f"a lease is a ReservedJob or (job_id, lease_token), not {lease!r}"
+            )
+    return job_id, token
+
+
+def encode_lease_batch(
+    sha: bytes,
+    anchor: str,
+    now_ms: int,
+    leases: Sequence[Any],
+    errors: Optional[Sequence[Optional[str]]],
+) -> Tuple[bytes, List[str]]:
+    """One EVALSHA of a per-lease batch script (``ack_success_batch``, ``heartbeat_batch``,
+    or ``ack_fail_batch`` when ``errors`` gives each lease's error text) and the job ids.
+
+    A lease is a :class:`~omniq_fast.types.ReservedJob` or a ``(job_id, lease_token)`` pair.
+    """
+    cdef _Writer out = _Writer(NULL, 0, 0)
+    cdef list ids = []
+    cdef Py_ssize_t n = len(leases), i = 0
+    cdef int width = 2 if errors is None else 3
+    try:
+        _write_line(&out, b"*", 6 + width * n)
+        for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+            _write_arg(&out, arg)
+        for lease in leases:
+            job_id, token = _lease_fields(lease)
+            _write_arg(&out, job_id)
+            _write_arg(&out, token)
+            if errors is not None:
+                _write_arg(&out, errors[i] or "")
+            ids.append(job_id)
+            i += 1
+        return PyBytes_FromStringAndSize(out.data, out.size), ids
+    finally:
+        PyMem_Free(out.data)
+
+
+def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List[JobResult]:
+    """A per-lease batch reply: ``width`` fields per job (``[status]`` for acks, which
+    answer a refused job with the bare reason; ``[status, value]`` for the others)."""
+    cdef Py_ssize_t i = 0, n = len(job_ids), w = width
+    cdef list results = []
+    cdef list items
+    if not isinstance(reply, list) or len(reply) != w * n:
+        raise ProtocolError(f"unexpected batch reply: {reply!r}")
+    items = reply
+    for job_id in job_ids:
+        status = items[i * w]
+        value = items[i * w + 1] if w > 1 else b""
+        if status == b"OK" or status == "OK":
+            results.append(JobResult(job_id, "OK", _int(value) if value else None))
+        elif status == b"RETRY" or status == "RETRY":
+            results.append(JobResult(job_id, "RETRY", _int(value)))
+        elif status == b"FAILED" or status == "FAILED":
+            results.append(JobResult(job_id, "FAILED"))
+        elif status == b"ERR" or status == "ERR":
+            results.append(JobResult(job_id, "ERR", None, _text(value)))
+        else:
+            results.append(JobResult(job_id, "ERR", None, _text(status)))
+        i += 1
+    return results
 
 
 include "_reply_parser.pxi"

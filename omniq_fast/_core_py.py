@@ -17,9 +17,9 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import orjson
 
-from .errors import InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
+from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
 from .options import EnqueueOptions, check_id, job_options
-from .types import Job, Paused, ReservedJob
+from .types import Job, JobResult, Paused, ReservedJob
 
 __all__ = [
     "encode_command",
@@ -30,6 +30,8 @@ __all__ = [
     "parse_reserve_reply",
     "parse_reserve_batch_reply",
     "encode_enqueue_batch",
+    "encode_lease_batch",
+    "parse_job_results",
     "PushNotification",
     "ReplyParser",
 ]
@@ -266,6 +268,61 @@ def encode_enqueue_batch(
         args += (job_id, body, attempts, timeout, backoff, due, gid, limit)
         ids.append(job_id)
     return encode_command(args), ids
+
+
+def _lease_fields(lease: Any) -> Tuple[str, str]:
+    if isinstance(lease, ReservedJob):
+        return lease.job_id, lease.lease_token
+    job_id, token = lease[0], lease[1]
+    if not isinstance(job_id, str) or not isinstance(token, str):
+        raise InvalidArgument(f"a lease is a ReservedJob or (job_id, lease_token), not {lease!r}")
+    return job_id, token
+
+
+def encode_lease_batch(
+    sha: bytes,
+    anchor: str,
+    now_ms: int,
+    leases: Sequence[Any],
+    errors: Optional[Sequence[Optional[str]]],
+) -> Tuple[bytes, List[str]]:
+    """One EVALSHA of a per-lease batch script (``ack_success_batch``, ``heartbeat_batch``,
+    or ``ack_fail_batch`` when ``errors`` gives each lease's error text) and the job ids.
+
+    A lease is a :class:`~omniq_fast.types.ReservedJob` or a ``(job_id, lease_token)`` pair.
+    """
+    args: List[Arg] = [b"EVALSHA", sha, b"1", anchor, now_ms, len(leases)]
+    ids: List[str] = []
+    for i, lease in enumerate(leases):
+        job_id, token = _lease_fields(lease)
+        args.append(job_id)
+        args.append(token)
+        if errors is not None:
+            args.append(errors[i] or "")
+        ids.append(job_id)
+    return encode_command(args), ids
+
+
+def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List[JobResult]:
+    """A per-lease batch reply: ``width`` fields per job (``[status]`` for acks, which
+    answer a refused job with the bare reason; ``[status, value]`` for the others)."""
+    if not isinstance(reply, list) or len(reply) != width * len(job_ids):
+        raise ProtocolError(f"unexpected batch reply: {reply!r}")
+    results: List[JobResult] = []
+    for i, job_id in enumerate(job_ids):
+        status = _text(reply[i * width])
+        value = _text(reply[i * width + 1]) if width > 1 else ""
+        if status == "OK":
+            results.append(JobResult(job_id, "OK", _int(value) if value else None))
+        elif status == "RETRY":
+            results.append(JobResult(job_id, "RETRY", _int(value)))
+        elif status == "FAILED":
+            results.append(JobResult(job_id, "FAILED"))
+        elif status == "ERR":
+            results.append(JobResult(job_id, "ERR", None, value))
+        else:
+            results.append(JobResult(job_id, "ERR", None, status))
+    return results
 
 
 # --------------------------------------------------------------------------- reply parsing

@@ -46,13 +46,6 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _lease(item: Lease) -> tuple[str, str]:
-    if isinstance(item, ReservedJob):
-        return item.job_id, item.lease_token
-    job_id, token = item[0], item[1]
-    return job_id, token
-
-
 class BulkOps(ClientBase):
     """The ``*_many`` methods of :class:`~omniq_fast.Client`."""
 
@@ -127,76 +120,55 @@ class BulkOps(ClientBase):
         return self._core.parse_reserve_batch_reply(reply)  # type: ignore[no-any-return]
 
     def ack_success_many(
-        self, queue: str, leases: Iterable[Lease], *, now_ms_override: int = 0
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
     ) -> list[JobResult]:
         """Ack many leased jobs as completed; one :class:`JobResult` per lease, in order
-        (``"OK"`` or ``"ERR"`` with the lease error's reason)."""
-        pairs = [_lease(item) for item in leases]
-        return self._per_job("ack_success_batch", queue, pairs, now_ms_override, width=1)
+        (``"OK"``, or ``"ERR"`` with the lease error's reason). A lease is a
+        ``ReservedJob`` or a ``(job_id, lease_token)`` pair."""
+        return self._per_lease("ack_success_batch", queue, leases, None, now_ms_override, 1)
 
     def ack_fail_many(
         self,
         queue: str,
-        failures: Iterable[Union[tuple[str, str, Optional[str]], tuple[ReservedJob, Optional[str]]]],
+        leases: Sequence[Lease],
+        errors: Optional[Sequence[Optional[str]]] = None,
         *,
         now_ms_override: int = 0,
     ) -> list[JobResult]:
-        """Report many failed attempts: items are ``(job_id, lease_token, error)`` or
-        ``(reserved_job, error)``. Results are ``"RETRY"`` (``ms`` = due time),
-        ``"FAILED"`` or ``"ERR"``."""
-        rows: list[tuple[str, ...]] = []
-        for item in failures:
-            if isinstance(item[0], ReservedJob):
-                job_id, token = _lease(item[0])
-                error = item[1]
-            else:
-                job_id, token, error = item
-            rows.append((job_id, token, str(error) if error else ""))
-        return self._per_job("ack_fail_batch", queue, rows, now_ms_override, width=2)
+        """Report many failed attempts, ``errors[i]`` being lease ``i``'s error text (or
+        ``None``). Results are ``"RETRY"`` (``ms`` = due time), ``"FAILED"`` or ``"ERR"``."""
+        if errors is None:
+            errors = [None] * len(leases)
+        elif len(errors) != len(leases):
+            raise InvalidArgument("errors must have one entry per lease")
+        return self._per_lease("ack_fail_batch", queue, leases, errors, now_ms_override, 2)
 
     def heartbeat_many(
-        self, queue: str, leases: Iterable[Lease], *, now_ms_override: int = 0
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
     ) -> list[JobResult]:
         """Extend many leases; ``"OK"`` results carry the new ``lock_until_ms`` in ``ms``."""
-        pairs = [_lease(item) for item in leases]
-        return self._per_job("heartbeat_batch", queue, pairs, now_ms_override, width=2)
+        return self._per_lease("heartbeat_batch", queue, leases, None, now_ms_override, 2)
 
-    def _per_job(
+    def _per_lease(
         self,
         name: str,
         queue: str,
-        rows: Sequence[tuple[str, ...]],
+        leases: Sequence[Lease],
+        errors: Optional[Sequence[Optional[str]]],
         now_ms_override: int,
         width: int,
     ) -> list[JobResult]:
-        """Run batched script ``name`` over ``rows`` (1000 per call); parse its flat
-        reply of ``width`` fields per job."""
+        """Run per-lease batch script ``name`` over ``leases``, 1000 per call."""
         anchor = queue_anchor(queue)
         now = self._now(now_ms_override)
+        batch = script(name)
+        core = self._core
         results: list[JobResult] = []
-        for chunk in _chunks(rows, MAX_SCRIPT_BATCH):
-            argv = [now, len(chunk)]
-            for row in chunk:
-                argv.extend(row)
-            reply = self._run(name, anchor, *argv)
-            if not isinstance(reply, list) or len(reply) != width * len(chunk):
-                raise ProtocolError(f"unexpected {name} reply: {reply!r}")
-            for i, row in enumerate(chunk):
-                results.append(_job_result(row[0], reply[i * width : (i + 1) * width]))
+        for start in range(0, len(leases), MAX_SCRIPT_BATCH):
+            end = start + MAX_SCRIPT_BATCH
+            data, ids = core.encode_lease_batch(
+                batch.sha, anchor, now, leases[start:end], None if errors is None else errors[start:end]
+            )
+            reply = self._transport.run_encoded(batch, data)
+            results.extend(core.parse_job_results(reply, ids, width))
         return results
-
-
-def _job_result(job_id: str, fields: list[Any]) -> JobResult:
-    """One job's reply fields: ``[status]`` or ``[status, value]`` (value = ms or reason)."""
-    status = text(fields[0])
-    value = text(fields[1]) if len(fields) > 1 else ""
-    if status == "OK":
-        return JobResult(job_id, "OK", int(value) if value else None)
-    if status == "RETRY":
-        return JobResult(job_id, "RETRY", int(value))
-    if status == "FAILED":
-        return JobResult(job_id, "FAILED")
-    if status == "ERR":
-        return JobResult(job_id, "ERR", reason=value)
-    # ack_success_batch answers a refused job with the bare reason.
-    return JobResult(job_id, "ERR", reason=status)

@@ -222,13 +222,17 @@ class Transport:
         return reply
 
     def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
-        """EVALSHA ``script`` with one key; load it and retry once on NOSCRIPT.
+        """EVALSHA ``script`` with one key; see :meth:`run_encoded`."""
+        data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
+        return self.run_encoded(script, data)
+
+    def run_encoded(self, script: Script, data: bytes) -> Any:
+        """Send one encoded EVALSHA of ``script``; load it and retry once on NOSCRIPT.
 
         A network error after sending raises :class:`ConnectionLost` and is not retried:
         the script may or may not have run, and re-sending it could queue or process a
         job twice.
         """
-        data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
         reply = self.roundtrip(data, 1, script.name)[0]
         if _is_noscript(reply):
             # Loading and re-running is safe: a NOSCRIPT reply means nothing ran.

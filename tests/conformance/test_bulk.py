@@ -98,7 +98,7 @@ def test_reserve_ack_many_equal_single_calls(
     pair.assert_same_keyspace()
 
     fails = ours.ack_fail_many(
-        qname, [(j, "E: boom") for j in got[1:]], now_ms_override=NOW + 4
+        qname, got[1:], ["E: boom"] * len(got[1:]), now_ms_override=NOW + 4
     )
     expected = []
     for job in theirs[1:]:
@@ -197,7 +197,7 @@ def test_random_bulk_sequences_equal_single_calls(
                 if op == "ack":
                     ours.ack_success_many(qname, take, now_ms_override=now)
                 else:
-                    ours.ack_fail_many(qname, [(j, "x") for j in take], now_ms_override=now)
+                    ours.ack_fail_many(qname, take, ["x"] * len(take), now_ms_override=now)
                 for j in take:
                     try:
                         if op == "ack":
