@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import socket
-import threading
 import uuid
 from types import ModuleType
 from typing import Any, Iterator
@@ -13,6 +11,8 @@ import pytest
 import redis
 
 import omniq_fast
+from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
+
 from omniq_fast import (
     AdminError,
     BatchResultItem,
@@ -231,71 +231,28 @@ def test_public_names_have_docstrings() -> None:
 # --------------------------------------------------------------------------- misbehaving peers
 
 
-class FakeServer:
-    """A loopback TCP server answering every command with one canned reply (or closing)."""
-
-    def __init__(self, reply: bytes | None) -> None:
-        self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.commands = 0
-        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                # Let redis-py's connection handshake succeed; the test is about our calls.
-                if b"HELLO" in data:
-                    conn.sendall(b"%1\r\n$5\r\nproto\r\n:3\r\n")
-                    continue
-                if b"CLIENT" in data or b"SELECT" in data:
-                    conn.sendall(b"+OK\r\n")
-                    continue
-                self.commands += 1
-                if self.reply is None:
-                    return  # the connection drops after the command was sent
-                conn.sendall(self.reply)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def fake_server(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
-    server = FakeServer(request.param)
-    yield server
-    server.close()
-
-
-@pytest.mark.parametrize("fake_server", [None], indirect=True)
+@pytest.mark.parametrize("scripted", [[None]], indirect=True)
 def test_connection_lost_during_a_script_is_not_resent(
-    fake_server: FakeServer, core: ModuleType
+    scripted: ScriptedServer, core: ModuleType
 ) -> None:
-    with Client(fake_server.url, _core=core) as c:
+    with Client(scripted.url, _core=core) as c:
         with pytest.raises(ConnectionLost) as info:
             c.publish("q", {"a": 1})
         assert isinstance(info.value, ConnectionError)
         assert "unknown" in str(info.value)
-    assert fake_server.commands == 1  # sent once, never retried
+    assert scripted.evalshas == 1  # sent once, never retried
 
 
 @pytest.mark.parametrize(
-    "fake_server",
-    [b"*1\r\n$5\r\nWHAT?\r\n", b":7\r\n", b"*2\r\n$3\r\nERR\r\n$9\r\nNEW_THING\r\n"],
+    "scripted",
+    [[reply] * 3 for reply in (b"*1\r\n$5\r\nWHAT?\r\n", b":7\r\n",
+                                b"*2\r\n$3\r\nERR\r\n$9\r\nNEW_THING\r\n")],
     indirect=True,
 )
-def test_malformed_replies_raise_protocol_errors(fake_server: FakeServer, core: ModuleType) -> None:
-    with Client(fake_server.url, _core=core) as c:
+def test_malformed_replies_raise_protocol_errors(
+    scripted: ScriptedServer, core: ModuleType
+) -> None:
+    with Client(scripted.url, _core=core) as c:
         with pytest.raises((ProtocolError, AdminError)):
             c.reserve("q")
         with pytest.raises((ProtocolError, AdminError)):
