@@ -82,12 +82,13 @@ class BulkOps(ClientBase):
             raise InvalidArgument(f"batch_size must be <= {MAX_SCRIPT_BATCH}")
         enqueue = script("enqueue_batch")
         core = self._core
+        wake = self._wake_command(queue)
 
         def batches() -> Iterator[Batch[list[str]]]:
             for chunk in _chunks(jobs, batch_size):
                 now = self._now(now_ms_override)
                 data, ids = core.encode_enqueue_batch(enqueue.sha, anchor, now, chunk, defaults)
-                yield Batch(data, 1, ids)
+                yield Batch(data + wake, 2, ids)  # the EVALSHA, then PUBLISH {Q}:wake
 
         written: list[str] = []
         try:
@@ -148,6 +149,36 @@ class BulkOps(ClientBase):
     ) -> list[JobResult]:
         """Extend many leases; ``"OK"`` results carry the new ``lock_until_ms`` in ``ms``."""
         return self._per_lease("heartbeat_batch", queue, leases, None, now_ms_override, 2)
+
+    def release_many(
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
+    ) -> list[JobResult]:
+        """Give back leased jobs that were never started, as if they had not been reserved.
+
+        For the graceful shutdown of a consumer that prefetches (``reserve_many``): the jobs
+        it holds but has not begun go back to the head of their lanes, in their order, for
+        any consumer to take at once, instead of sitting in ``active`` until their leases
+        expire and ``reap_expired`` counts them as failed attempts (with their backoff).
+        Pass the leases in the order they were reserved. Do not release a job whose handler
+        ran: its effects would happen again.
+
+        One :class:`JobResult` per lease, in order: ``"OK"``, or ``"ERR"`` with the lease
+        error's reason (``TOKEN_REQUIRED``, ``TOKEN_MISMATCH``, ``NOT_ACTIVE``), checked as
+        ``ack_success`` checks it. The attempt count goes back down; what cannot be restored
+        (which lane ``reserve`` tries first, the lease counter, ``groups:ready`` scores) is
+        listed in ``omniq_fast/lua/release_batch.lua``.
+        """
+        if len(leases) <= MAX_SCRIPT_BATCH:
+            return self._per_lease("release_batch", queue, leases, None, now_ms_override, 1)
+        # Each call pushes its jobs onto the heads of their lanes, so the calls go from the
+        # last 1000 leases to the first, all at one now.
+        now = self._now(now_ms_override)
+        starts = range(0, len(leases), MAX_SCRIPT_BATCH)
+        parts: dict[int, list[JobResult]] = {}
+        for start in reversed(starts):
+            chunk = leases[start : start + MAX_SCRIPT_BATCH]
+            parts[start] = self._per_lease("release_batch", queue, chunk, None, now, 1)
+        return [result for start in starts for result in parts[start]]
 
     def _per_lease(
         self,

@@ -37,6 +37,7 @@ SCRIPT_NAMES = (
     "heartbeat_batch",
     "ack_success_batch",
     "ack_fail_batch",
+    "release_batch",
 )
 
 
