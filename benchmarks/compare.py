@@ -8,7 +8,9 @@ server's CPU counters measure this run alone. Rows:
 * publish: official ``publish`` loop, omniq-fast ``publish`` loop, ``publish_many``
   (compiled core and pure-Python twin);
 * drain: official ``consume`` (no-op handler, in a subprocess stopped with SIGTERM once the
-  queue is empty), and a ``reserve_many`` / ``ack_success_many`` loop (both cores).
+  queue is empty), and a ``reserve_many`` / ``ack_success_many`` loop (both cores);
+* consume: omniq-fast ``Consumer`` with a no-op handler at concurrency 1 and 8, and with a
+  handler sleeping 10 ms at concurrency 8 and 64 (compare with the ideal N / 0.01 s).
 
 For each: jobs/s, client CPU µs per job, server CPU µs per job (``INFO cpu`` deltas) and
 how busy the server was (server CPU / wall time). Traffic goes to loopback only and every
@@ -185,16 +187,37 @@ def bench_drain(url: str, r: redis.Redis, jobs: int, core: ModuleType, label: st
     return row
 
 
+def bench_consume(url: str, r: redis.Redis, jobs: int, core: ModuleType,
+                  concurrency: int, sleep_s: float) -> Row:  # fmt: skip
+    from omniq_fast import Consumer
+
+    q = fresh_queue()
+    with Client(url, _core=core) as c:
+        c.publish_many(q, (payload(i) for i in range(jobs)))
+
+        def handler(ctx: Any) -> None:
+            if sleep_s:
+                time.sleep(sleep_s)
+
+        consumer = Consumer(c, q, handler, concurrency=concurrency, max_jobs=jobs)
+        what = "no-op" if not sleep_s else f"{sleep_s * 1000:g} ms sleep"
+        ideal = f", ideal {concurrency / sleep_s:,.0f}/s" if sleep_s else ""
+        row = measure(f"omniq-fast consume ({what}, concurrency {concurrency}{ideal})",
+                      jobs, r, lambda: consumer.run() and None)  # fmt: skip
+    drop(r, q)
+    return row
+
+
 # --------------------------------------------------------------------------- report
 
 
 def table(rows: list[Row]) -> str:
-    head = f"| {'benchmark':<52} | {'jobs/s':>9} | {'client µs/job':>13} | {'server µs/job':>13} | {'server busy':>11} |"
+    head = f"| {'benchmark':<62} | {'jobs/s':>9} | {'client µs/job':>13} | {'server µs/job':>13} | {'server busy':>11} |"
     lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
     for row in rows:
         d = row.as_dict()
         lines.append(
-            f"| {row.name:<52} | {d['jobs_per_s']:>9,} | {d['client_cpu_us_per_job']:>13.1f} |"
+            f"| {row.name:<62} | {d['jobs_per_s']:>9,} | {d['client_cpu_us_per_job']:>13.1f} |"
             f" {d['server_cpu_us_per_job']:>13.1f} | {d['server_busy']:>10.0%} |"
         )
     return "\n".join(lines)
@@ -208,6 +231,10 @@ def run(url: str, jobs: int, consume_jobs: int) -> list[Row]:
     rows.append(bench_official_consume(url, r, consume_jobs, cython))
     rows.append(bench_drain(url, r, jobs, cython, "cython"))
     rows.append(bench_drain(url, r, jobs, _core_py, "python"))
+    rows.append(bench_consume(url, r, jobs, cython, 1, 0.0))
+    rows.append(bench_consume(url, r, jobs, cython, 8, 0.0))
+    rows.append(bench_consume(url, r, min(jobs, 4_000), cython, 8, 0.01))
+    rows.append(bench_consume(url, r, min(jobs, 20_000), cython, 64, 0.01))
     return rows
 
 

@@ -9,8 +9,8 @@ from typing import Any, Optional, TypeVar
 import redis as redis_py
 
 from . import _compat
-from .errors import InvalidArgument, ProtocolError, lease_error
-from .keys import validate_queue_name
+from .errors import InvalidArgument, ProtocolError, ReplyError, lease_error
+from .keys import queue_anchor, validate_queue_name, wake_channel
 from .options import check_int
 from .scripts import script
 from .transport import Transport
@@ -98,6 +98,20 @@ class ClientBase:
 
     def _run(self, name: str, anchor: str, *argv: bytes | str | int) -> Any:
         return self._transport.run_script(script(name), anchor, argv)
+
+    def _wake_command(self, queue: str) -> bytes:
+        """``PUBLISH {Q}:wake 1``: sent after queueing jobs, in the same write, so idle
+        consumers pick them up at once. It changes no queue state."""
+        return self._core.encode_command((b"PUBLISH", wake_channel(queue), b"1"))  # type: ignore[no-any-return]
+
+    def _run_and_wake(self, name: str, queue: str, *argv: bytes | str | int) -> Any:
+        """Run script ``name`` on ``queue`` and notify its wake channel in one round trip."""
+        s = script(name)
+        data = self._core.encode_command((b"EVALSHA", s.sha, b"1", queue_anchor(queue), *argv))
+        reply = self._transport.run_many([(s, data)], [self._wake_command(queue)])[0]
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
 
     @staticmethod
     def _now(now_ms_override: int) -> int:

@@ -86,7 +86,7 @@ class Client(BulkOps):
         set a limit wins; 0 leaves it unset, which means 1). Every argument is checked
         before anything is written.
         """
-        anchor = queue_anchor(queue)
+        queue_anchor(queue)  # the name is checked first, like every other argument
         body = self._core.dumps_payload(payload)
         opts = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
         if job_id is None or job_id == "":
@@ -94,8 +94,8 @@ class Client(BulkOps):
         else:
             check_id("job_id", job_id)
         attempts, timeout, backoff, due, group, limit = opts
-        reply = self._run(
-            "enqueue", anchor, job_id, body, attempts, timeout, backoff,
+        reply = self._run_and_wake(
+            "enqueue", queue, job_id, body, attempts, timeout, backoff,
             self._now(now_ms_override), due, group, limit,
         )  # fmt: skip
         self._status("ENQUEUE", reply)
@@ -333,6 +333,10 @@ class Client(BulkOps):
         drain: bool = True,
         stop_on_ctrl_c: bool = True,
         max_jobs: Optional[int] = None,
+        concurrency: int = 1,
+        prefetch: Optional[int] = None,
+        ack_delay_s: float = 0.002,
+        wake: bool = True,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
         for the options and the stop rules."""
@@ -344,6 +348,7 @@ class Client(BulkOps):
             reap_interval_s=reap_interval_s, reap_batch=reap_batch,
             heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
             drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
+            concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
         ).run()  # fmt: skip
 
 

@@ -1,201 +1,86 @@
-"""The consumer loop: reserve → handler → ack, with heartbeats, promotion and reaping.
+"""The consumer: reserve → handler → ack, for busy queues and idle ones.
 
-Semantics follow PROTOCOL.md §6 (the official SDKs' consumer): one job at a time; a handler
-that returns is acked as completed, one that raises is acked as failed with
-``"<ExceptionType>: <message>"`` (retried until ``max_attempts``); a lease lost while the
-handler ran is never acked.
+Semantics follow PROTOCOL.md §6 (the official SDKs' consumer): a handler that returns is
+acked as completed, one that raises is acked as failed with ``"<ExceptionType>: <message>"``
+(retried until ``max_attempts``); a lease lost while the handler ran is never acked.
+
+What makes it fast, all on one dispatcher thread that owns the round trips:
+
+* **Prefetch**: jobs are reserved in batches (``reserve_batch``) while handlers run; the
+  batch bound adapts to the observed handler time so a prefetched job starts well within its
+  lease, and prefetched jobs are heartbeated like running ones.
+* **Batched acks**: outcomes are acked together, in the same round trip as the next
+  reserve when there is one, otherwise within ``ack_delay_s``.
+* **Concurrency**: ``concurrency=N`` runs N handlers on worker threads, or N coroutines on
+  an event loop for ``async def`` handlers; with one synchronous handler the dispatcher
+  runs it itself (no thread hand-off).
+* **Wake-ups**: an idle consumer waits on the queue's wake channel (omniq-fast producers
+  publish to it), with ``poll_interval_s`` as the timeout, instead of polling hard.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
+import queue as queue_module
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import redis
 
-from .errors import ConnectionLost, LeaseError, NotActive, TokenMismatch
+from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
+from .errors import ConnectionLost
+from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
+from .keys import queue_anchor, validate_queue_name, wake_channel
+from .scripts import script
 from .types import Paused, ReservedJob
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["JobCtx", "Exec", "CheckCompletion", "Consumer", "ConsumerStats", "consume"]
+__all__ = [
+    "JobCtx",
+    "Exec",
+    "CheckCompletion",
+    "Consumer",
+    "ConsumerStats",
+    "consume",
+    "default_heartbeat_interval",
+]
 
 log = logging.getLogger("omniq_fast.consumer")
 
 _TRANSIENT_ERRORS = (ConnectionLost, redis.RedisError, OSError)
+_LOST = frozenset(("NOT_ACTIVE", "TOKEN_MISMATCH", "TOKEN_REQUIRED"))
+#: Most jobs one reserve may prefetch (the batched script's limit).
+MAX_PREFETCH = 1000
+#: Prefetch what the workers get through in this long, at the handler time seen so far.
+_PREFETCH_HORIZON_S = 0.005
 
-Handler = Callable[["JobCtx"], Any]
+Handler = Callable[[JobCtx], Any]
 LineLogger = Union[Callable[[str], Any], logging.Logger]
 
 
-class Exec:
-    """What a handler may do with the client (``ctx.exec``), as in the official SDK."""
-
-    __slots__ = ("_client", "default_child_id")
-
-    def __init__(self, client: "Client", default_child_id: str) -> None:
-        self._client = client
-        self.default_child_id = default_child_id
-
-    def publish(self, *, queue: str, payload: Any, **options: Any) -> str:
-        """Publish a job (same options as :meth:`Client.publish`); returns its id."""
-        return self._client.publish(queue, payload, **options)
-
-    def pause(self, *, queue: str) -> str:
-        """Pause ``queue``."""
-        return self._client.pause(queue)
-
-    def resume(self, *, queue: str) -> int:
-        """Resume ``queue``."""
-        return self._client.resume(queue)
-
-    def is_paused(self, *, queue: str) -> bool:
-        """Whether ``queue`` is paused."""
-        return self._client.is_paused(queue)
-
-    def childs_init(self, key: str, expected: int) -> None:
-        """Start a completion counter (see :meth:`Client.childs_init`)."""
-        self._client.childs_init(key, expected)
-
-    def child_ack(self, key: str, child_id: Optional[str] = None) -> int:
-        """Count this job (or ``child_id``) as a finished child; returns how many remain."""
-        return self._client.child_ack(key, child_id or self.default_child_id)
-
-
-class CheckCompletion:
-    """Fan-out completion with the Go client's names (``ctx.check_completion``)."""
-
-    __slots__ = ("_exec",)
-
-    def __init__(self, exec_: Exec) -> None:
-        self._exec = exec_
-
-    def init_job_counter(self, key: str, expected: int) -> None:
-        """Parent: expect ``expected`` children under ``key``."""
-        self._exec.childs_init(key, expected)
-
-    def job_decrement(self, key: str, child_id: Optional[str] = None) -> int:
-        """Child: count this job as done. Returns the remaining count, 0 exactly once (for
-        the last child), and -1 on any error — it never raises."""
-        try:
-            return self._exec.child_ack(key, child_id)
-        except Exception:  # the contract: -1, never an exception in a child's handler
-            log.debug("job_decrement(%r) failed", key, exc_info=True)
-            return -1
-
-
-@dataclass(eq=False)
-class JobCtx:
-    """What a handler receives: the job, its lease, and helpers (``exec``).
-
-    ``payload`` is the parsed JSON (the raw text when it is not JSON). ``lease_lost`` turns
-    true if a heartbeat found that the lease was taken away (reaped, or re-reserved by
-    another consumer), or if the ack was refused for that reason; either way this consumer
-    has not acked the job.
-    """
-
-    queue: str
-    job_id: str
-    payload_raw: str
-    payload: Any
-    attempt: int
-    max_attempts: int
-    lock_until_ms: int
-    lease_token: str
-    exec: Exec
-    gid: str = ""
-    lease_lost: bool = False
-    check_completion: CheckCompletion = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.check_completion = CheckCompletion(self.exec)
-
-
-@dataclass
-class ConsumerStats:
-    """Counts of what a consumer did, returned by :meth:`Consumer.run`."""
-
-    handled: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    lease_lost: int = 0
-
-
-def default_heartbeat_interval(timeout_ms: int) -> float:
-    """Half the lease, between 1 s and 10 s."""
-    return min(10.0, max(1.0, timeout_ms / 2000.0))
-
-
-class _Heartbeater:
-    """One thread that keeps the current job's lease alive while its handler runs."""
-
-    def __init__(self, consumer: "Consumer") -> None:
-        self._consumer = consumer
-        self._cond = threading.Condition()
-        self._ctx: Optional[JobCtx] = None
-        self._interval = 1.0
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="omniq-heartbeat", daemon=True)
-        self._thread.start()
-
-    def watch(self, ctx: JobCtx, interval: float) -> None:
-        with self._cond:
-            self._ctx, self._interval = ctx, interval
-            self._cond.notify()
-
-    def unwatch(self) -> None:
-        # Holding the lock here means a heartbeat in flight finishes before the ack.
-        with self._cond:
-            self._ctx = None
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._ctx = None
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._ctx is None:
-                    self._cond.wait()
-                    continue
-                ctx = self._ctx
-                if not self._cond.wait_for(
-                    lambda: self._ctx is not ctx or self._closed, timeout=self._interval
-                ):
-                    self._beat(ctx)
-
-    def _beat(self, ctx: JobCtx) -> None:
-        try:
-            ctx.lock_until_ms = self._consumer.client.heartbeat(
-                ctx.queue, ctx.job_id, ctx.lease_token
-            )
-        except (NotActive, TokenMismatch) as exc:
-            ctx.lease_lost = True
-            self._ctx = None
-            log.warning("lease lost for job %s (%s); it will not be acked", ctx.job_id, exc.reason)
-        except Exception:
-            # A transient error: the lease may still be fine, and the next beat may work.
-            log.warning("heartbeat failed for job %s", ctx.job_id, exc_info=True)
+def _is_async(handler: Handler) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)
+    )
 
 
 class Consumer:
     """A consumer of one queue; :meth:`run` blocks until stopped.
 
-    Stop it with :meth:`stop` (from any thread), ``max_jobs``, SIGTERM (after the current
-    job), or Ctrl+C: with ``drain=True`` the current job finishes first and a second
-    Ctrl+C exits at once; with ``drain=False`` it exits at once (the running job is not
-    acked; its lease expires and it is retried).
+    Stop it with :meth:`stop` (from any thread), ``max_jobs``, SIGTERM, or Ctrl+C. With
+    ``drain=True`` running jobs finish and are acked, and prefetched jobs that never
+    started are given back to the head of their lane as if never reserved; a second
+    Ctrl+C exits at once. With ``drain=False`` Ctrl+C exits at once: nothing more is acked,
+    and the leases of unfinished jobs simply expire (the jobs are retried).
     """
 
     def __init__(
@@ -215,9 +100,13 @@ class Consumer:
         drain: bool = True,
         stop_on_ctrl_c: bool = True,
         max_jobs: Optional[int] = None,
+        concurrency: int = 1,
+        prefetch: Optional[int] = None,
+        ack_delay_s: float = 0.002,
+        wake: bool = True,
     ) -> None:
-        from .keys import validate_queue_name
-
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
         self.client = client
         self.queue = validate_queue_name(queue)
         self.handler = handler
@@ -231,18 +120,37 @@ class Consumer:
         self.drain = drain
         self.stop_on_ctrl_c = stop_on_ctrl_c
         self.max_jobs = max_jobs
+        self.concurrency = concurrency
+        self.prefetch = MAX_PREFETCH if prefetch is None else max(0, min(prefetch, MAX_PREFETCH))
+        self.ack_delay_s = ack_delay_s
+        self.wake = wake
         self.stats = ConsumerStats()
         self._say: Callable[[str], Any] = (
             logger.info if isinstance(logger, logging.Logger) else logger
         )
         self._stop = threading.Event()
+        self._event = threading.Event()  # anything the dispatcher should look at
         self._sigint_count = 0
+        self._anchor = queue_anchor(queue)
+        self._async = _is_async(handler)
+        self._inline = concurrency == 1 and not self._async
+        # Dispatcher state (touched only by the dispatcher, except _done).
+        self._ready: deque[JobCtx] = deque()
+        self._running = 0
+        self._done: deque[tuple[JobCtx, Optional[str], float]] = deque()
+        self._acks_ok: list[JobCtx] = []
+        self._acks_fail: list[tuple[JobCtx, str]] = []
+        self._oldest_ack = 0.0
+        self._handler_time: Optional[float] = None  # moving average of handler seconds
+        self._got_jobs = False  # the last reserve handed out jobs
+        self._paused = False  # the last reserve found the queue paused (or failed)
 
     # ------------------------------------------------------------------ control
 
     def stop(self) -> None:
-        """Ask the loop to exit after the current job (safe from any thread)."""
+        """Ask the consumer to finish what it started and exit (safe from any thread)."""
         self._stop.set()
+        self._event.set()
 
     @property
     def stopping(self) -> bool:
@@ -266,21 +174,6 @@ class Consumer:
         self.stop()
         raise KeyboardInterrupt
 
-    # ------------------------------------------------------------------ loop
-
-    def run(self) -> ConsumerStats:
-        """Consume until stopped; returns what was done."""
-        restore = self._install_signals()
-        heartbeater = _Heartbeater(self)
-        try:
-            self._loop(heartbeater)
-        except KeyboardInterrupt:
-            pass  # exit at once: the running job is not acked, its lease will expire
-        finally:
-            heartbeater.close()
-            restore()
-        return self.stats
-
     def _install_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None  # signal handlers can only be set from the main thread
@@ -296,65 +189,225 @@ class Consumer:
 
         return restore
 
-    def _loop(self, heartbeater: _Heartbeater) -> None:
-        next_promote = next_reap = 0.0
-        paused_wait = max(0.25, 10 * self.poll_interval_s)
-        while not self._stop.is_set():
-            tick = time.monotonic()
-            if tick >= next_promote:
-                self._maintenance("promote_delayed", max_promote=self.promote_batch)
-                next_promote = tick + self.promote_interval_s
-            if tick >= next_reap:
-                self._maintenance("reap_expired", max_reap=self.reap_batch)
-                next_reap = tick + self.reap_interval_s
-            if self._stop.is_set():
-                break  # stopped during maintenance: do not take one more job
-            reserved_at = self.client_now()
-            try:
-                res = self.client.reserve(self.queue, now_ms_override=reserved_at)
-            except _TRANSIENT_ERRORS:
-                # If the reply was lost after the job was leased, the lease expires and
-                # the reaper hands the job out again: waiting here loses nothing.
-                log.warning("reserve failed on %s; retrying", self.queue, exc_info=True)
-                self._stop.wait(paused_wait)
-                continue
-            if res is None:
-                self._stop.wait(self.poll_interval_s)
-                continue
-            if isinstance(res, Paused):
-                self._stop.wait(paused_wait)
-                continue
-            self._process(res, reserved_at, heartbeater)
-            if self.max_jobs is not None and self.stats.handled >= self.max_jobs:
-                break
-        if self.stopping:
-            self._line(f"stop requested; exiting (idle). queue={self.queue}")
+    # ------------------------------------------------------------------ run
 
-    @staticmethod
-    def client_now() -> int:
-        return time.time_ns() // 1_000_000
-
-    def _maintenance(self, op: str, **kwargs: int) -> None:
+    def run(self) -> ConsumerStats:
+        """Consume until stopped; returns what was done."""
+        restore = self._install_signals()
+        self._beats = HeartbeatScheduler(self.client, self.queue)
+        workers = _Workers(self) if not self._inline else None
+        listener = _WakeListener(self) if self.wake else None
         try:
-            getattr(self.client, op)(self.queue, **kwargs)
-        except Exception:
-            # Another consumer will do it, or we will next time: never stop consuming.
-            log.warning("%s failed on %s", op, self.queue, exc_info=True)
+            self._loop(workers)
+            self._finish()
+        except KeyboardInterrupt:
+            pass  # exit at once: unfinished jobs are not acked; their leases expire
+        finally:
+            if listener is not None:
+                listener.close()
+            if workers is not None:
+                workers.close()
+            self._beats.close()
+            restore()
+        return self.stats
 
-    def _process(self, job: ReservedJob, reserved_at: int, heartbeater: _Heartbeater) -> None:
-        core = self.client._core
-        ctx = JobCtx(
-            queue=self.queue,
-            job_id=job.job_id,
-            payload_raw=job.payload,
-            payload=core.loads_payload(job.payload),
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            lock_until_ms=job.lock_until_ms,
-            lease_token=job.lease_token,
-            exec=Exec(self.client, job.job_id),
-            gid=job.gid,
+    def _loop(self, workers: Optional["_Workers"]) -> None:
+        next_promote = next_reap = 0.0
+        while True:
+            self._event.clear()
+            self._collect()
+            stopping = self._stop.is_set()
+            if stopping and self._running == 0:
+                return
+            now = time.monotonic()
+            calls: list[tuple[str, Any]] = []
+            if not stopping and now >= next_promote:
+                calls.append(("promote_delayed", None))
+                next_promote = now + self.promote_interval_s
+            if not stopping and now >= next_reap:
+                calls.append(("reap_expired", None))
+                next_reap = now + self.reap_interval_s
+            want = 0 if stopping else self._want()
+            if self._acks_ok or self._acks_fail:
+                if want or stopping or now - self._oldest_ack >= self.ack_delay_s or (
+                    self._running == 0 and not self._ready
+                ):
+                    calls.append(("acks", None))
+            if want:
+                calls.append(("reserve", want))
+            self._got_jobs = self._paused = False
+            if calls:
+                self._round_trip(calls)
+            if self._max_jobs_done():
+                self.stop()
+                continue
+            if self._ready and self._running < self.concurrency and not stopping:
+                if workers is None:
+                    self._run_inline(self._ready.popleft())
+                    continue
+                while self._ready and self._running < self.concurrency:
+                    workers.submit(self._start(self._ready.popleft()))
+            self._event.wait(self._wait_time(now, next_promote, next_reap, stopping))
+
+    def _max_jobs_done(self) -> bool:
+        return (
+            self.max_jobs is not None
+            and self.stats.handled >= self.max_jobs
+            and self._running == 0
+            and not (self._acks_ok or self._acks_fail)
         )
+
+    def _want(self) -> int:
+        """How many jobs to reserve now: enough to fill the free slots and the prefetch
+        buffer, but only once the buffer is half empty, so reserves come in batches."""
+        cap = self._prefetch_cap()
+        have = len(self._ready) + self._running
+        room = self.concurrency + cap - have
+        if self.max_jobs is not None:
+            room = min(room, self.max_jobs - self.stats.handled - len(self._ready))
+        if room <= 0 or (self._ready and len(self._ready) > cap // 2):
+            return 0
+        return min(room, MAX_PREFETCH)
+
+    def _prefetch_cap(self) -> int:
+        """Prefetch no more than the workers get through in a few milliseconds, judged by
+        the handler time seen so far (nothing until one has been seen).
+
+        A prefetched job waits in this process holding its lease, and for a grouped job a
+        slot of its group that another consumer could use: so fast handlers get deep
+        batches, slow ones (a few ms and up) none, and a job never waits long to start.
+        """
+        if self._handler_time is None:
+            return 0
+        per_job = max(self._handler_time, 1e-6)
+        cap = int(self.concurrency * _PREFETCH_HORIZON_S / per_job)
+        return max(0, min(cap, self.prefetch))
+
+    def _wait_time(self, now: float, next_promote: float, next_reap: float, stopping: bool) -> float:
+        """How long the dispatcher may sleep; completions, wake-ups and stop() cut it short."""
+        if self._got_jobs and not stopping:
+            return 0.0  # the queue has work: go straight back for more if there is room
+        timeout = min(next_promote, next_reap) - now
+        if self._acks_ok or self._acks_fail:
+            timeout = min(timeout, self.ack_delay_s)
+        if self._paused:
+            timeout = min(timeout, max(0.25, 10 * self.poll_interval_s))
+        else:
+            timeout = min(timeout, self.poll_interval_s)
+        return max(0.0, timeout)
+
+    # ------------------------------------------------------------------ round trips
+
+    def _round_trip(self, calls: list[tuple[str, Any]]) -> None:
+        client, core = self.client, self.client._core
+        now_ms = client._now(0)
+        encoded: list[tuple[Any, bytes]] = []
+        plan: list[tuple[str, Any]] = []
+        for kind, arg in calls:
+            if kind == "promote_delayed" or kind == "reap_expired":
+                s = script(kind)
+                size = self.promote_batch if kind == "promote_delayed" else self.reap_batch
+                encoded.append((s, core.encode_command(
+                    (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, size))))  # fmt: skip
+                plan.append((kind, None))
+            elif kind == "acks":
+                if self._acks_ok:
+                    s = script("ack_success_batch")
+                    data, _ = core.encode_lease_batch(
+                        s.sha, self._anchor, now_ms,
+                        [(c.job_id, c.lease_token) for c in self._acks_ok], None,
+                    )  # fmt: skip
+                    encoded.append((s, data))
+                    plan.append(("ack_ok", self._acks_ok))
+                if self._acks_fail:
+                    s = script("ack_fail_batch")
+                    data, _ = core.encode_lease_batch(
+                        s.sha, self._anchor, now_ms,
+                        [(c.job_id, c.lease_token) for c, _ in self._acks_fail],
+                        [msg for _, msg in self._acks_fail],
+                    )  # fmt: skip
+                    encoded.append((s, data))
+                    plan.append(("ack_fail", self._acks_fail))
+                self._acks_ok, self._acks_fail = [], []
+            else:  # reserve
+                s = script("reserve_batch")
+                encoded.append((s, core.encode_command(
+                    (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, arg))))  # fmt: skip
+                plan.append(("reserve", now_ms))
+        try:
+            replies = client._transport.run_many(encoded)
+        except _TRANSIENT_ERRORS:
+            # Acks in this round trip may or may not have landed; if not, their leases
+            # expire and the jobs are retried. Jobs it may have reserved likewise.
+            log.warning("round trip failed on %s; backing off", self.queue, exc_info=True)
+            self._paused = True
+            return
+        for (kind, arg), reply in zip(plan, replies):
+            if isinstance(reply, Exception):
+                log.warning("%s failed on %s: %s", kind, self.queue, reply)
+            elif kind == "ack_ok":
+                self._acked(arg, core.parse_job_results(reply, [c.job_id for c in arg], 1))
+            elif kind == "ack_fail":
+                ids = [c.job_id for c, _ in arg]
+                self._failed(arg, core.parse_job_results(reply, ids, 2))
+            elif kind == "reserve":
+                self._reserved(core.parse_reserve_batch_reply(reply), arg)
+
+    def _reserved(self, jobs: Union[list[ReservedJob], Paused], reserved_at: int) -> None:
+        if isinstance(jobs, Paused):
+            self._paused = True
+            return
+        if not jobs:
+            return
+        self._got_jobs = True
+        loads = self.client._core.loads_payload
+        by_interval: dict[float, list[JobCtx]] = {}
+        for job in jobs:
+            ctx = JobCtx(
+                queue=self.queue, job_id=job.job_id, payload_raw=job.payload,
+                payload=loads(job.payload), attempt=job.attempt,
+                max_attempts=job.max_attempts, lock_until_ms=job.lock_until_ms,
+                lease_token=job.lease_token, exec=Exec(self.client, job.job_id), gid=job.gid,
+            )  # fmt: skip
+            # reserve's now was ours, so the lease length is exact without an HGET.
+            interval = self.heartbeat_interval_s or default_heartbeat_interval(
+                job.lock_until_ms - reserved_at
+            )
+            by_interval.setdefault(interval, []).append(ctx)
+            self._ready.append(ctx)
+        for interval, ctxs in by_interval.items():
+            self._beats.add_many(ctxs, interval)
+
+    def _acked(self, ctxs: list[JobCtx], results: list[Any]) -> None:
+        for ctx, result in zip(ctxs, results):
+            if result.status == "OK":
+                self.stats.succeeded += 1
+                self._line(f"ack success job_id={ctx.job_id}")
+            else:
+                self._refused(ctx, "ack_success", result.reason)
+
+    def _failed(self, items: list[tuple[JobCtx, str]], results: list[Any]) -> None:
+        for (ctx, message), result in zip(items, results):
+            if result.status == "ERR":
+                self._refused(ctx, "ack_fail", result.reason)
+                continue
+            self.stats.failed += 1
+            if result.status == "RETRY":
+                self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={result.ms}")
+            else:
+                self._line(f"ack fail job_id={ctx.job_id} => FAILED")
+            self._line(f"error job_id={ctx.job_id} => {message}")
+
+    def _refused(self, ctx: JobCtx, op: str, reason: Optional[str]) -> None:
+        # The lease was taken between the last heartbeat and the ack.
+        ctx.lease_lost = True
+        self.stats.lease_lost += 1
+        log.warning("%s refused for job %s: %s", op, ctx.job_id, reason)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _start(self, ctx: JobCtx) -> JobCtx:
+        self._running += 1
         self.stats.handled += 1
         if self.verbose:
             # Non-ASCII text as is, like the official SDK's line (not "\u00e9").
@@ -364,67 +417,162 @@ class Consumer:
                 else json.dumps(ctx.payload, ensure_ascii=False)
             )
             self._line(
-                f"received job_id={job.job_id} attempt={job.attempt} "
-                f"gid={job.gid or '-'} payload={shown}"
+                f"received job_id={ctx.job_id} attempt={ctx.attempt} "
+                f"gid={ctx.gid or '-'} payload={shown}"
             )
-        # reserve's now was ours, so the lease length is exact without an HGET.
-        interval = self.heartbeat_interval_s or default_heartbeat_interval(
-            job.lock_until_ms - reserved_at
-        )
-        heartbeater.watch(ctx, interval)
-        error: Optional[BaseException] = None
+        return ctx
+
+    def _run_inline(self, ctx: JobCtx) -> None:
+        self._start(ctx)
+        started = time.perf_counter()
         try:
             self.handler(ctx)
+            error = None
         except Exception as exc:
-            error = exc
-        finally:
-            heartbeater.unwatch()
-        if ctx.lease_lost:
-            self.stats.lease_lost += 1
-            self._line(f"lease lost job_id={job.job_id}; not acked")
-            return
-        if error is None:
-            self._ack_success(ctx)
+            error = f"{type(exc).__name__}: {exc}"
+        self._done.append((ctx, error, time.perf_counter() - started))
+
+    def finished(self, ctx: JobCtx, error: Optional[str], seconds: float) -> None:
+        """Called by a worker when a handler returned or raised."""
+        self._done.append((ctx, error, seconds))
+        self._event.set()
+
+    def _collect(self) -> None:
+        done = self._done
+        while done:
+            ctx, error, seconds = done.popleft()
+            self._running -= 1
+            if self._handler_time is None:
+                self._handler_time = seconds
+            else:
+                self._handler_time += (seconds - self._handler_time) * 0.1
+            self._beats.discard(ctx.job_id)
+            if ctx.lease_lost:
+                self.stats.lease_lost += 1
+                self._line(f"lease lost job_id={ctx.job_id}; not acked")
+                continue
+            if not self._acks_ok and not self._acks_fail:
+                self._oldest_ack = time.monotonic()
+            if error is None:
+                self._acks_ok.append(ctx)
+            else:
+                self._acks_fail.append((ctx, error))
+
+    def _finish(self) -> None:
+        """Graceful end: flush the last acks, give back prefetched jobs never started."""
+        self._collect()
+        calls: list[tuple[str, Any]] = []
+        if self._acks_ok or self._acks_fail:
+            calls.append(("acks", None))
+        if calls:
+            self._round_trip(calls)
+        if self._ready:
+            leases = list(self._ready)
+            self._ready.clear()
+            for ctx in leases:
+                self._beats.discard(ctx.job_id)
+            try:
+                self.client.release_many(self.queue, [(c.job_id, c.lease_token) for c in leases])
+            except _TRANSIENT_ERRORS:
+                log.warning("could not give back %d prefetched jobs; their leases will "
+                            "expire and they will be retried", len(leases), exc_info=True)  # fmt: skip
+        if self.stopping:
+            self._line(f"stop requested; exiting (idle). queue={self.queue}")
+
+
+class _Workers:
+    """Where handlers run when not inline: N daemon threads, or an event loop thread for
+    ``async def`` handlers. Daemon threads, so exiting at once is possible while a
+    handler still runs (its lease then expires)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        self._threads: list[threading.Thread] = []
+        self._jobs: "queue_module.SimpleQueue[Optional[JobCtx]]" = queue_module.SimpleQueue()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        if consumer._async:
+            self._loop = asyncio.new_event_loop()
+            self._threads.append(threading.Thread(
+                target=self._loop.run_forever, name="omniq-async", daemon=True))  # fmt: skip
         else:
-            self._ack_fail(ctx, f"{type(error).__name__}: {error}")
+            for i in range(consumer.concurrency):
+                self._threads.append(threading.Thread(
+                    target=self._work, name=f"omniq-worker-{i}", daemon=True))  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
-    def _ack_success(self, ctx: JobCtx) -> None:
-        try:
-            self.client.ack_success(self.queue, ctx.job_id, ctx.lease_token)
-        except LeaseError as exc:
-            self._ack_refused(ctx, "ack_success", exc)
-            return
-        except _TRANSIENT_ERRORS:
-            # The ack may or may not have landed; if not, the lease expires and the job
-            # is retried. Either way the consumer goes on.
-            log.warning("ack_success failed for job %s", ctx.job_id, exc_info=True)
-            return
-        self.stats.succeeded += 1
-        self._line(f"ack success job_id={ctx.job_id}")
-
-    def _ack_refused(self, ctx: JobCtx, op: str, exc: LeaseError) -> None:
-        # The lease was taken between the last heartbeat and the ack.
-        ctx.lease_lost = True
-        self.stats.lease_lost += 1
-        log.warning("%s refused for job %s: %s", op, ctx.job_id, exc.reason)
-
-    def _ack_fail(self, ctx: JobCtx, message: str) -> None:
-        try:
-            outcome, due_ms = self.client.ack_fail(
-                self.queue, ctx.job_id, ctx.lease_token, error=message
-            )
-        except LeaseError as exc:
-            self._ack_refused(ctx, "ack_fail", exc)
-            return
-        except _TRANSIENT_ERRORS:
-            log.warning("ack_fail failed for job %s", ctx.job_id, exc_info=True)
-            return
-        self.stats.failed += 1
-        if outcome == "RETRY":
-            self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={due_ms}")
+    def submit(self, ctx: JobCtx) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._run_async(ctx), self._loop)
         else:
-            self._line(f"ack fail job_id={ctx.job_id} => FAILED")
-        self._line(f"error job_id={ctx.job_id} => {message}")
+            self._jobs.put(ctx)
+
+    def _work(self) -> None:
+        consumer = self._consumer
+        while (ctx := self._jobs.get()) is not None:
+            started = time.perf_counter()
+            try:
+                consumer.handler(ctx)
+                error = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            consumer.finished(ctx, error, time.perf_counter() - started)
+
+    async def _run_async(self, ctx: JobCtx) -> None:
+        started = time.perf_counter()
+        try:
+            await self._consumer.handler(ctx)
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._consumer.finished(ctx, error, time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        else:
+            for _ in self._threads:
+                self._jobs.put(None)
+
+
+class _WakeListener:
+    """Wakes the dispatcher when a producer announces jobs on the queue's wake channel.
+
+    Uses its own pub/sub connection; a message changes no queue state, it only cuts the
+    poll wait short. Jobs from other SDKs, delayed jobs and retries are found by the poll.
+    """
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        self._closed = threading.Event()
+        self._pubsub = consumer.client.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._thread = threading.Thread(target=self._run, name="omniq-wake", daemon=True)
+        try:
+            self._pubsub.subscribe(wake_channel(consumer.queue))
+        except _TRANSIENT_ERRORS:
+            log.warning("wake channel unavailable; polling only", exc_info=True)
+            return
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                message = self._pubsub.get_message(timeout=0.5)
+            except _TRANSIENT_ERRORS:
+                if self._closed.wait(1.0):
+                    return
+                continue
+            if message is not None:
+                self._consumer._event.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        try:
+            self._pubsub.close()
+        except _TRANSIENT_ERRORS:
+            pass
 
 
 def consume(
@@ -440,6 +588,7 @@ def consume(
     ``promote_batch=1000``, ``reap_interval_s=1.0``, ``reap_batch=1000``,
     ``heartbeat_interval_s=None`` (half the job's timeout, 1-10 s), ``verbose=False``,
     ``logger=print`` (or a ``logging.Logger``), ``drain=True``, ``stop_on_ctrl_c=True``,
-    ``max_jobs=None``.
+    ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 1000),
+    ``ack_delay_s=0.002``, ``wake=True``.
     """
     return Consumer(client, queue, handler, **options).run()

@@ -87,3 +87,9 @@ def stats_key(queue: str) -> str:
 
 def paused_key(queue: str) -> str:
     return queue_base(queue) + ":paused"
+
+
+def wake_channel(queue: str) -> str:
+    """``{Q}:wake``: the pub/sub channel omniq-fast producers notify after queueing jobs
+    (hash-tagged like the queue's keys, so sharded pub/sub lands on the queue's node)."""
+    return queue_base(queue) + ":wake"

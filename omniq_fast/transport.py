@@ -226,6 +226,35 @@ class Transport:
         data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
         return self.run_encoded(script, data)
 
+    def run_many(
+        self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
+    ) -> list[Any]:
+        """Several encoded EVALSHAs (and ``extra`` encoded commands after them, e.g. a
+        PUBLISH) in one round trip; returns every reply, in order, errors as values.
+
+        Calls that answered NOSCRIPT changed nothing: their scripts are loaded and those
+        calls re-sent, in order, in a second round trip.
+        """
+        data = b"".join(call for _, call in calls) + b"".join(extra)
+        count = len(calls) + len(extra)
+        what = "+".join(script.name for script, _ in calls)
+        replies = self.roundtrip(data, count, what)
+        missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
+        if missing:
+            scripts = {calls[i][0].name: calls[i][0] for i in missing}
+            load = b"".join(
+                self._core.encode_command((b"SCRIPT", b"LOAD", s.source)) for s in scripts.values()
+            )
+            again = self.roundtrip(
+                load + b"".join(calls[i][1] for i in missing), len(scripts) + len(missing), what
+            )
+            for loaded in again[: len(scripts)]:
+                if isinstance(loaded, ReplyError):
+                    raise loaded
+            for i, reply in zip(missing, again[len(scripts) :]):
+                replies[i] = reply
+        return replies
+
     def run_encoded(self, script: Script, data: bytes) -> Any:
         """Send one encoded EVALSHA of ``script``; load it and retry once on NOSCRIPT.
 

@@ -422,17 +422,14 @@ def test_lost_lease_is_not_acked(
     job_id = client.publish(qname, {"x": 1}, max_attempts=3, backoff_ms=0, timeout_ms=5000)
     acks_sent: list[str] = []
 
-    def spy(op: str) -> Callable[..., Any]:
-        real = getattr(client, op)
+    real_run_many = client._transport.run_many
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            acks_sent.append(op)
-            return real(*args, **kwargs)
+    def spy(calls: Any, extra: Any = ()) -> Any:
+        # Every consumer round trip goes through run_many: record the acks it carries.
+        acks_sent.extend(s.name for s, _ in calls if s.name.startswith("ack_"))
+        return real_run_many(calls, extra)
 
-        return call
-
-    for op in ("ack_success", "ack_fail"):
-        monkeypatch.setattr(client, op, spy(op))
+    monkeypatch.setattr(client._transport, "run_many", spy)
     stolen: dict[str, Any] = {}
     contexts: list[JobCtx] = []
 
@@ -451,7 +448,7 @@ def test_lost_lease_is_not_acked(
         wait_until(lambda: contexts, "the job to start")
         stats = run.stop()  # after the current job
 
-    assert acks_sent == ([] if heartbeat_s < 1 else ["ack_success"])
+    assert acks_sent == ([] if heartbeat_s < 1 else ["ack_success_batch"])
     thief = stolen["job"]
     assert thief.job_id == job_id and thief.attempt == 2
     assert contexts[0].lease_lost is True
@@ -662,23 +659,25 @@ def test_group_limit_is_respected_by_two_consumers(
 def test_transient_ack_error_does_not_stop_the_consumer(
     client: Client, r: redis.Redis, qname: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_ack = client.ack_success
-    calls: list[str] = []
+    real_run_many = client._transport.run_many
+    ack_trips: list[int] = []
 
-    def flaky_ack(queue: str, job_id: str, lease_token: str, **kw: Any) -> None:
-        calls.append(job_id)
-        if len(calls) == 1:
-            raise ConnectionLost("simulated: connection lost during ack_success")
-        real_ack(queue, job_id, lease_token, **kw)
+    def flaky(calls: Any, extra: Any = ()) -> Any:
+        if any(s.name == "ack_success_batch" for s, _ in calls):
+            ack_trips.append(len(calls))
+            if len(ack_trips) == 1:  # the first round trip carrying an ack never arrives
+                raise ConnectionLost("simulated: connection lost during ack_success_batch")
+        return real_run_many(calls, extra)
 
-    monkeypatch.setattr(client, "ack_success", flaky_ack)
+    monkeypatch.setattr(client._transport, "run_many", flaky)
     first = client.publish(qname, {"n": 1})
-    second = client.publish(qname, {"n": 2})
     with running(client, qname, lambda ctx: None) as run:
+        wait_until(lambda: ack_trips, "the first ack")
+        second = client.publish(qname, {"n": 2})
         wait_state(r, qname, second, "completed")
         assert run.thread.is_alive()
         stats = run.stop()
-    assert calls == [first, second]
+    assert len(ack_trips) >= 2
     assert state_of(r, qname, first) == "active"  # its lease will expire and be reaped
     assert stats.handled == 2 and stats.succeeded == 1
 
@@ -695,13 +694,14 @@ def test_noscript_recovery_while_running(core: ModuleType, qname: str) -> None:
         with running(c, qname, lambda ctx: None) as run:
             wait_state(r, qname, first, "completed")
             r.script_flush()
-            assert r.script_exists(script("reserve").sha) == [False]
+            assert r.script_exists(script("reserve_batch").sha) == [False]
             second = c.publish(qname, {"n": 2})
             wait_state(r, qname, second, "completed")
             assert run.thread.is_alive()
             stats = run.stop()
         # Only the consumer runs these scripts: it loaded them again itself.
-        assert r.script_exists(script("reserve").sha, script("ack_success").sha) == [True, True]
+        used = (script("reserve_batch").sha, script("ack_success_batch").sha)
+        assert r.script_exists(*used) == [True, True]
         assert stats == ConsumerStats(handled=2, succeeded=2)
         r.close()
 

@@ -1,0 +1,218 @@
+"""The consumer under load: concurrency, async handlers, prefetch, group limits, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import ModuleType
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from omniq_fast import Client, Consumer, JobCtx
+
+from test_consumer import running, state_of, wait_state, wait_until
+
+
+@pytest.fixture
+def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+    with Client(redis_url, _core=core) as c:
+        yield c
+
+
+class Overlap:
+    """Counts handlers running at once (overall and per group)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def enter(self, *keys: str) -> None:
+        with self.lock:
+            for key in keys:
+                self.now[key] = self.now.get(key, 0) + 1
+                self.peak[key] = max(self.peak.get(key, 0), self.now[key])
+
+    def leave(self, *keys: str) -> None:
+        with self.lock:
+            for key in keys:
+                self.now[key] -= 1
+
+
+def test_thread_concurrency_runs_n_handlers_at_once(client: Client, qname: str) -> None:
+    ids = client.publish_many(qname, [{"i": i} for i in range(24)])
+    overlap = Overlap()
+
+    def handler(ctx: JobCtx) -> None:
+        overlap.enter("all")
+        time.sleep(0.05)
+        overlap.leave("all")
+
+    start = time.monotonic()
+    stats = Consumer(client, qname, handler, concurrency=8, max_jobs=24).run()
+    elapsed = time.monotonic() - start
+    assert stats.handled == stats.succeeded == 24
+    assert overlap.peak["all"] == 8
+    assert elapsed < 24 * 0.05 / 2  # far from one at a time
+    assert all(state_of(client.redis, qname, i) in ("completed", None) for i in ids)
+
+
+def test_async_handlers_run_on_an_event_loop(client: Client, qname: str) -> None:
+    client.publish_many(qname, [{"i": i} for i in range(30)] + [{"fail": True}],
+                        max_attempts=1)  # fmt: skip
+    overlap = Overlap()
+    loops: set[int] = set()
+
+    async def handler(ctx: JobCtx) -> None:
+        loops.add(id(asyncio.get_running_loop()))
+        overlap.enter("all")
+        await asyncio.sleep(0.03)
+        overlap.leave("all")
+        if ctx.payload.get("fail"):
+            raise ValueError("async boom")
+
+    stats = Consumer(client, qname, handler, concurrency=10, max_jobs=31).run()
+    assert stats.handled == 31 and stats.succeeded == 30 and stats.failed == 1
+    assert 1 < overlap.peak["all"] <= 10
+    assert len(loops) == 1
+    failed = client.redis.lrange("{" + qname + "}:failed", 0, -1)
+    assert len(failed) == 1
+    error = client.redis.hget("{" + qname + "}:job:" + failed[0].decode(), "last_error")
+    assert error == b"ValueError: async boom"
+
+
+def test_group_limits_hold_under_concurrency(client: Client, qname: str) -> None:
+    limits = {"g1": 1, "g2": 2, "g3": 3}
+    order: dict[str, list[int]] = {g: [] for g in limits}
+    jobs = []
+    for i in range(8):
+        for gid, limit in limits.items():
+            jobs.append((gid, limit, i))
+    for gid, limit, i in jobs:
+        client.publish(qname, {"gid": gid, "i": i}, gid=gid, group_limit=limit)
+    client.publish_many(qname, [{"gid": None, "i": i} for i in range(10)])
+    overlap = Overlap()
+
+    def handler(ctx: JobCtx) -> None:
+        gid = ctx.gid or "none"
+        overlap.enter(gid)
+        if ctx.gid:
+            with overlap.lock:
+                order[gid].append(ctx.payload["i"])
+        time.sleep(0.02)
+        overlap.leave(gid)
+
+    stats = Consumer(client, qname, handler, concurrency=8, max_jobs=34).run()
+    assert stats.succeeded == 34
+    for gid, limit in limits.items():
+        assert overlap.peak[gid] <= limit, (gid, overlap.peak)
+    assert overlap.peak["g3"] > 1  # the limit, not a lack of concurrency, held it back
+    assert order["g1"] == list(range(8))  # limit 1: strictly FIFO
+
+
+def test_idle_consumer_wakes_on_publish(client: Client, qname: str) -> None:
+    """With a 5 s poll, only the wake channel can explain a pickup within half a second."""
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()),
+                 poll_interval_s=5.0) as run:  # fmt: skip
+        time.sleep(0.3)  # idle: the first poll found nothing
+        sent = time.monotonic()
+        client.publish(qname, {"x": 1})
+        wait_until(lambda: started, "the job to start", 3)
+        assert started[0] - sent < 0.5
+        run.stop()
+
+
+def warm_up(client: Client, qname: str, n: int = 20) -> None:
+    """Publish jobs that finish at once, so the consumer learns handlers are fast and
+    prefetches deeply (it prefetches nothing until it has seen a handler's time)."""
+    client.publish_many(qname, [{"fast": True} for _ in range(n)])
+
+
+def test_prefetched_jobs_are_heartbeated(client: Client, r: redis.Redis, qname: str) -> None:
+    warm_up(client, qname)
+    slow = client.publish(qname, {"slow": True}, timeout_ms=1500)
+    later = client.publish_many(qname, [{"i": i} for i in range(5)], timeout_ms=1500)
+    seen: list[tuple[str, int]] = []
+
+    def handler(ctx: JobCtx) -> None:
+        seen.append((ctx.job_id, ctx.attempt))
+        if ctx.payload.get("slow"):
+            time.sleep(2.5)  # the jobs prefetched behind it outlive their first lease
+
+    with running(client, qname, handler, heartbeat_interval_s=0.3, reap_interval_s=0.2) as run:
+        for job_id in [slow, *later]:
+            wait_state(r, qname, job_id, "completed")
+        stats = run.stop()
+    # Nobody reaped them: every job ran once, on its first attempt.
+    assert sorted(seen) == sorted((job_id, 1) for job_id, _ in seen)
+    assert len(seen) == len({j for j, _ in seen}) == 26
+    assert stats.lease_lost == 0
+
+
+def test_graceful_stop_gives_prefetched_jobs_back(
+    client: Client, r: redis.Redis, qname: str
+) -> None:
+    warm_up(client, qname)
+    gate = threading.Event()
+    blocker = client.publish(qname, {"block": True})
+    rest = client.publish_many(qname, [{"i": i} for i in range(10)])
+    # Reserve alternates lanes, so some grouped jobs run before the blocker and the others
+    # are prefetched behind it.
+    grouped = client.publish_many(qname, [{"g": i} for i in range(30)], gid="gg", group_limit=30)
+    total = 20 + 1 + len(rest) + len(grouped)
+    ran: list[str] = []
+
+    def handler(ctx: JobCtx) -> None:
+        ran.append(ctx.job_id)
+        if ctx.payload.get("block"):
+            gate.wait(10)
+
+    base = "{" + qname + "}"
+    with running(client, qname, handler) as run:
+        wait_until(lambda: blocker in ran, "the blocking job to start")
+        # Everything that has not run is prefetched behind the blocker, with a lease.
+        wait_until(lambda: r.zcard(base + ":active") == 1 + total - len(ran), "the prefetch")
+        left = [j for j in rest + grouped if j not in ran]
+        assert left and any(j in grouped for j in left)
+        run.consumer.stop()
+        gate.set()
+        stats = run.stop()
+    assert stats.succeeded == len(ran)
+    assert r.zcard(base + ":active") == 0
+    # Back at the head of their lanes, in their original order, as if never reserved.
+    assert [x.decode() for x in r.lrange(base + ":wait", 0, -1)] == [j for j in rest if j in left]
+    assert [x.decode() for x in r.lrange(base + ":g:gg:wait", 0, -1)] == [
+        j for j in grouped if j in left
+    ]
+    for job_id in left:
+        h = r.hgetall(base + ":job:" + job_id)
+        assert h[b"state"] == b"wait" and h[b"attempt"] == b"0", h
+        assert b"lease_token" not in h
+    stats_hash = {k.decode(): int(v) for k, v in r.hgetall(base + ":stats").items()}
+    assert stats_hash["active"] == 0
+    assert stats_hash["waiting_total"] == len(left)
+    assert r.get(base + ":g:gg:inflight") in (None, b"0")
+    # And they are handed out again, each once, by the next consumer.
+    again: list[str] = []
+    Consumer(client, qname, lambda ctx: again.append(ctx.job_id), max_jobs=len(left)).run()
+    assert sorted(again) == sorted(left)
+
+
+def test_acks_are_batched(client: Client, qname: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 400
+    client.publish_many(qname, [{"i": i} for i in range(n)])
+    trips: list[int] = []
+    real = client._transport.run_many
+
+    def counting(calls: Any, extra: Any = ()) -> Any:
+        trips.append(len(calls))
+        return real(calls, extra)
+
+    monkeypatch.setattr(client._transport, "run_many", counting)
+    stats = Consumer(client, qname, lambda ctx: None, max_jobs=n).run()
+    assert stats.succeeded == n
+    assert len(trips) < n / 5  # many jobs per round trip, not one or two each
