@@ -135,8 +135,14 @@ class Consumer:
         self._async = _is_async(handler)
         self._inline = concurrency == 1 and not self._async
         # Dispatcher state (touched only by the dispatcher, except _done).
+        # Inline mode keeps prefetched jobs here; worker modes hand every reserved job to
+        # the workers at once (they take the next when free), so _running counts those
+        # waiting there too.
         self._ready: deque[JobCtx] = deque()
         self._running = 0
+        self._taken = 0  # jobs handed to a handler (or to the workers) so far
+        self._closing = False  # workers return jobs they have not started
+        self._returned: list[JobCtx] = []  # prefetched jobs to give back at the end
         self._done: deque[tuple[JobCtx, Optional[str], float]] = deque()
         self._acks_ok: list[JobCtx] = []
         self._acks_fail: list[tuple[JobCtx, str]] = []
@@ -217,8 +223,10 @@ class Consumer:
             self._event.clear()
             self._collect()
             stopping = self._stop.is_set()
-            if stopping and self._running == 0:
-                return
+            if stopping:
+                self._closing = True
+                if self._running == 0:
+                    return
             now = time.monotonic()
             calls: list[tuple[str, Any]] = []
             if not stopping and now >= next_promote:
@@ -241,33 +249,38 @@ class Consumer:
             if self._max_jobs_done():
                 self.stop()
                 continue
-            if self._ready and self._running < self.concurrency and not stopping:
-                if workers is None:
-                    self._run_inline(self._ready.popleft())
-                    continue
-                while self._ready and self._running < self.concurrency:
-                    workers.submit(self._start(self._ready.popleft()))
+            if workers is not None:
+                while self._ready and not stopping:
+                    self._running += 1
+                    self._taken += 1
+                    workers.submit(self._ready.popleft())
+            elif self._ready and not stopping:
+                self._run_inline(self._ready.popleft())
+                continue
             self._event.wait(self._wait_time(now, next_promote, next_reap, stopping))
 
     def _max_jobs_done(self) -> bool:
         return (
             self.max_jobs is not None
-            and self.stats.handled >= self.max_jobs
+            and self._taken >= self.max_jobs
             and self._running == 0
             and not (self._acks_ok or self._acks_fail)
         )
 
     def _want(self) -> int:
-        """How many jobs to reserve now: enough to fill the free slots and the prefetch
-        buffer, but only once the buffer is half empty, so reserves come in batches."""
-        cap = self._prefetch_cap()
-        have = len(self._ready) + self._running
-        room = self.concurrency + cap - have
+        """How many jobs to reserve now: at once when a worker is idle with nothing
+        prefetched, else only once a quarter of the target (workers + prefetch) is free,
+        so that reserves, and the acks that ride along, come in batches."""
+        target = self.concurrency + self._prefetch_cap()
+        room = target - len(self._ready) - self._running
         if self.max_jobs is not None:
-            room = min(room, self.max_jobs - self.stats.handled - len(self._ready))
-        if room <= 0 or (self._ready and len(self._ready) > cap // 2):
+            room = min(room, self.max_jobs - self._taken - len(self._ready))
+        if room <= 0:
             return 0
-        return min(room, MAX_PREFETCH)
+        idle_worker = self._running < self.concurrency and not self._ready
+        if idle_worker or room >= max(1, target // 4):
+            return min(room, MAX_PREFETCH)
+        return 0
 
     def _prefetch_cap(self) -> int:
         """Prefetch no more than the workers get through in a few milliseconds, judged by
@@ -311,23 +324,26 @@ class Consumer:
                     (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, size))))  # fmt: skip
                 plan.append((kind, None))
             elif kind == "acks":
-                if self._acks_ok:
+                # A batched script takes at most 1000 jobs per call.
+                for i in range(0, len(self._acks_ok), MAX_PREFETCH):
+                    chunk = self._acks_ok[i : i + MAX_PREFETCH]
                     s = script("ack_success_batch")
                     data, _ = core.encode_lease_batch(
                         s.sha, self._anchor, now_ms,
-                        [(c.job_id, c.lease_token) for c in self._acks_ok], None,
+                        [(c.job_id, c.lease_token) for c in chunk], None,
                     )  # fmt: skip
                     encoded.append((s, data))
-                    plan.append(("ack_ok", self._acks_ok))
-                if self._acks_fail:
+                    plan.append(("ack_ok", chunk))
+                for i in range(0, len(self._acks_fail), MAX_PREFETCH):
+                    failed = self._acks_fail[i : i + MAX_PREFETCH]
                     s = script("ack_fail_batch")
                     data, _ = core.encode_lease_batch(
                         s.sha, self._anchor, now_ms,
-                        [(c.job_id, c.lease_token) for c, _ in self._acks_fail],
-                        [msg for _, msg in self._acks_fail],
+                        [(c.job_id, c.lease_token) for c, _ in failed],
+                        [msg for _, msg in failed],
                     )  # fmt: skip
                     encoded.append((s, data))
-                    plan.append(("ack_fail", self._acks_fail))
+                    plan.append(("ack_fail", failed))
                 self._acks_ok, self._acks_fail = [], []
             else:  # reserve
                 s = script("reserve_batch")
@@ -406,9 +422,11 @@ class Consumer:
 
     # ------------------------------------------------------------------ jobs
 
-    def _start(self, ctx: JobCtx) -> JobCtx:
-        self._running += 1
-        self.stats.handled += 1
+    def received(self, ctx: JobCtx) -> bool:
+        """A handler is about to run ``ctx``: False if the consumer is closing and the job
+        should be given back instead (called from worker threads too)."""
+        if self._closing:
+            return False
         if self.verbose:
             # Non-ASCII text as is, like the official SDK's line (not "\u00e9").
             shown = (
@@ -420,10 +438,12 @@ class Consumer:
                 f"received job_id={ctx.job_id} attempt={ctx.attempt} "
                 f"gid={ctx.gid or '-'} payload={shown}"
             )
-        return ctx
+        return True
 
     def _run_inline(self, ctx: JobCtx) -> None:
-        self._start(ctx)
+        self._running += 1
+        self._taken += 1
+        self.received(ctx)
         started = time.perf_counter()
         try:
             self.handler(ctx)
@@ -433,15 +453,27 @@ class Consumer:
         self._done.append((ctx, error, time.perf_counter() - started))
 
     def finished(self, ctx: JobCtx, error: Optional[str], seconds: float) -> None:
-        """Called by a worker when a handler returned or raised."""
-        self._done.append((ctx, error, seconds))
-        self._event.set()
+        """Called by a worker when a handler returned or raised (``seconds < 0``: the job
+        was given back unstarted).
+
+        Only the first completion since the dispatcher last looked wakes it: it then
+        waits up to ``ack_delay_s`` for more, so a busy pool costs one dispatcher turn per
+        batch of completions, not one per job.
+        """
+        done = self._done
+        done.append((ctx, error, seconds))
+        if len(done) == 1:
+            self._event.set()
 
     def _collect(self) -> None:
         done = self._done
         while done:
             ctx, error, seconds = done.popleft()
             self._running -= 1
+            if seconds < 0:
+                self._returned.append(ctx)
+                continue
+            self.stats.handled += 1
             if self._handler_time is None:
                 self._handler_time = seconds
             else:
@@ -466,9 +498,9 @@ class Consumer:
             calls.append(("acks", None))
         if calls:
             self._round_trip(calls)
-        if self._ready:
-            leases = list(self._ready)
-            self._ready.clear()
+        leases = self._returned + list(self._ready)
+        self._returned, self._ready = [], deque()
+        if leases:
             for ctx in leases:
                 self._beats.discard(ctx.job_id)
             try:
@@ -490,8 +522,10 @@ class _Workers:
         self._threads: list[threading.Thread] = []
         self._jobs: "queue_module.SimpleQueue[Optional[JobCtx]]" = queue_module.SimpleQueue()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._slots: Optional[asyncio.Semaphore] = None
         if consumer._async:
             self._loop = asyncio.new_event_loop()
+            self._slots = asyncio.Semaphore(consumer.concurrency)
             self._threads.append(threading.Thread(
                 target=self._loop.run_forever, name="omniq-async", daemon=True))  # fmt: skip
         else:
@@ -510,6 +544,9 @@ class _Workers:
     def _work(self) -> None:
         consumer = self._consumer
         while (ctx := self._jobs.get()) is not None:
+            if not consumer.received(ctx):
+                consumer.finished(ctx, None, -1.0)
+                continue
             started = time.perf_counter()
             try:
                 consumer.handler(ctx)
@@ -519,13 +556,19 @@ class _Workers:
             consumer.finished(ctx, error, time.perf_counter() - started)
 
     async def _run_async(self, ctx: JobCtx) -> None:
-        started = time.perf_counter()
-        try:
-            await self._consumer.handler(ctx)
-            error = None
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        self._consumer.finished(ctx, error, time.perf_counter() - started)
+        consumer = self._consumer
+        assert self._slots is not None
+        async with self._slots:  # at most `concurrency` handlers at once
+            if not consumer.received(ctx):
+                consumer.finished(ctx, None, -1.0)
+                return
+            started = time.perf_counter()
+            try:
+                await consumer.handler(ctx)
+                error = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        consumer.finished(ctx, error, time.perf_counter() - started)
 
     def close(self) -> None:
         if self._loop is not None:
