@@ -20,11 +20,9 @@ What makes it fast, all on one dispatcher thread that owns the round trips:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
-import queue as queue_module
 import signal
 import threading
 import time
@@ -32,14 +30,14 @@ from collections import deque
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-import redis
-
 from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
-from .errors import ConnectionLost
+from .errors import TRANSIENT_ERRORS
 from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
-from .keys import queue_anchor, validate_queue_name, wake_channel
+from .keys import queue_anchor, validate_queue_name
 from .scripts import script
 from .types import Paused, ReservedJob
+from .wake import WakeListener
+from .workers import Workers
 
 if TYPE_CHECKING:
     from .client import Client
@@ -56,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger("omniq_fast.consumer")
 
-_TRANSIENT_ERRORS = (ConnectionLost, redis.RedisError, OSError)
 _LOST = frozenset(("NOT_ACTIVE", "TOKEN_MISMATCH", "TOKEN_REQUIRED"))
 #: Most jobs one reserve may prefetch (the batched script's limit).
 MAX_PREFETCH = 1000
@@ -201,8 +198,8 @@ class Consumer:
         """Consume until stopped; returns what was done."""
         restore = self._install_signals()
         self._beats = HeartbeatScheduler(self.client, self.queue)
-        workers = _Workers(self) if not self._inline else None
-        listener = _WakeListener(self) if self.wake else None
+        workers = Workers(self) if not self._inline else None
+        listener = WakeListener(self) if self.wake else None
         try:
             self._loop(workers)
             self._finish()
@@ -217,7 +214,7 @@ class Consumer:
             restore()
         return self.stats
 
-    def _loop(self, workers: Optional["_Workers"]) -> None:
+    def _loop(self, workers: Optional[Workers]) -> None:
         next_promote = next_reap = 0.0
         while True:
             self._event.clear()
@@ -352,7 +349,7 @@ class Consumer:
                 plan.append(("reserve", now_ms))
         try:
             replies = client._transport.run_many(encoded)
-        except _TRANSIENT_ERRORS:
+        except TRANSIENT_ERRORS:
             # Acks in this round trip may or may not have landed; if not, their leases
             # expire and the jobs are retried. Jobs it may have reserved likewise.
             log.warning("round trip failed on %s; backing off", self.queue, exc_info=True)
@@ -505,117 +502,11 @@ class Consumer:
                 self._beats.discard(ctx.job_id)
             try:
                 self.client.release_many(self.queue, [(c.job_id, c.lease_token) for c in leases])
-            except _TRANSIENT_ERRORS:
+            except TRANSIENT_ERRORS:
                 log.warning("could not give back %d prefetched jobs; their leases will "
                             "expire and they will be retried", len(leases), exc_info=True)  # fmt: skip
         if self.stopping:
             self._line(f"stop requested; exiting (idle). queue={self.queue}")
-
-
-class _Workers:
-    """Where handlers run when not inline: N daemon threads, or an event loop thread for
-    ``async def`` handlers. Daemon threads, so exiting at once is possible while a
-    handler still runs (its lease then expires)."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-        self._threads: list[threading.Thread] = []
-        self._jobs: "queue_module.SimpleQueue[Optional[JobCtx]]" = queue_module.SimpleQueue()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._slots: Optional[asyncio.Semaphore] = None
-        if consumer._async:
-            self._loop = asyncio.new_event_loop()
-            self._slots = asyncio.Semaphore(consumer.concurrency)
-            self._threads.append(threading.Thread(
-                target=self._loop.run_forever, name="omniq-async", daemon=True))  # fmt: skip
-        else:
-            for i in range(consumer.concurrency):
-                self._threads.append(threading.Thread(
-                    target=self._work, name=f"omniq-worker-{i}", daemon=True))  # fmt: skip
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, ctx: JobCtx) -> None:
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async(ctx), self._loop)
-        else:
-            self._jobs.put(ctx)
-
-    def _work(self) -> None:
-        consumer = self._consumer
-        while (ctx := self._jobs.get()) is not None:
-            if not consumer.received(ctx):
-                consumer.finished(ctx, None, -1.0)
-                continue
-            started = time.perf_counter()
-            try:
-                consumer.handler(ctx)
-                error = None
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            consumer.finished(ctx, error, time.perf_counter() - started)
-
-    async def _run_async(self, ctx: JobCtx) -> None:
-        consumer = self._consumer
-        assert self._slots is not None
-        async with self._slots:  # at most `concurrency` handlers at once
-            if not consumer.received(ctx):
-                consumer.finished(ctx, None, -1.0)
-                return
-            started = time.perf_counter()
-            try:
-                await consumer.handler(ctx)
-                error = None
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        consumer.finished(ctx, error, time.perf_counter() - started)
-
-    def close(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        else:
-            for _ in self._threads:
-                self._jobs.put(None)
-
-
-class _WakeListener:
-    """Wakes the dispatcher when a producer announces jobs on the queue's wake channel.
-
-    Uses its own pub/sub connection; a message changes no queue state, it only cuts the
-    poll wait short. Jobs from other SDKs, delayed jobs and retries are found by the poll.
-    """
-
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-        self._closed = threading.Event()
-        self._pubsub = consumer.client.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        self._thread = threading.Thread(target=self._run, name="omniq-wake", daemon=True)
-        try:
-            self._pubsub.subscribe(wake_channel(consumer.queue))
-        except _TRANSIENT_ERRORS:
-            log.warning("wake channel unavailable; polling only", exc_info=True)
-            return
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                message = self._pubsub.get_message(timeout=0.5)
-            except _TRANSIENT_ERRORS:
-                if self._closed.wait(1.0):
-                    return
-                continue
-            if message is not None:
-                self._consumer._event.set()
-
-    def close(self) -> None:
-        self._closed.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-        try:
-            self._pubsub.close()
-        except _TRANSIENT_ERRORS:
-            pass
 
 
 def consume(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 __all__ = [
     "OmniqError",
@@ -126,6 +126,10 @@ class ConnectionLost(OmniqError, ConnectionError):
         super().__init__(message)
         self.unknown: list[Any] = unknown or []
 
+
+#: Errors after which a consumer backs off and goes on: the connection, not the request,
+#: was at fault (redis-py's own errors included, OSError for the socket underneath).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionLost, RedisError, OSError)
 
 _LEASE_ERRORS: dict[str, type[LeaseError]] = {
     "TOKEN_REQUIRED": TokenRequired,
