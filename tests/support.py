@@ -1,9 +1,13 @@
-"""Helpers shared by the tests: keyspace snapshots and direct script calls."""
+"""Helpers shared by the tests: keyspace snapshots, direct script calls, bounded waits and
+reading jobs back from Redis."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import time
+from typing import Any, Callable
 
+import pytest
 import redis
 
 from omniq_fast.scripts import script
@@ -57,3 +61,31 @@ def delete_prefixed(r: redis.Redis, *prefixes: str) -> None:
 def run_script(r: redis.Redis, name: str, anchor: str, *argv: Any) -> Any:
     """Run our script ``name`` with EVAL (bypassing the client) and return the raw reply."""
     return r.eval(script(name).source, 1, anchor, *argv)
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """Poll ``predicate`` until it is truthy (and return it); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def job_hash(r: redis.Redis, queue: str, job_id: str) -> dict[str, str]:
+    """A job's hash, decoded."""
+    raw = r.hgetall(f"{{{queue}}}:job:{job_id}")
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def tagged(value: Any) -> Any:
+    """Monitor results as comparable data: dataclasses as (class name, dict), lists item by
+    item, anything else as it is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__, dataclasses.asdict(value))
+    if isinstance(value, list):
+        return [tagged(item) for item in value]
+    return value

@@ -26,6 +26,7 @@ import redis
 from omniq_fast import AdminError, Client, ConnectionLost, Consumer, ConsumerStats, JobCtx, now_ms
 from omniq_fast.consumer import CheckCompletion, default_heartbeat_interval
 from omniq_fast.scripts import script
+from support import job_hash, wait_until
 
 #: Fast loop settings: tests finish in milliseconds instead of the defaults' seconds.
 FAST: dict[str, Any] = {
@@ -33,23 +34,6 @@ FAST: dict[str, Any] = {
     "promote_interval_s": 0.02,
     "reap_interval_s": 0.05,
 }
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` until it is truthy (and return it); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def job_hash(r: redis.Redis, queue: str, job_id: str) -> dict[str, str]:
-    raw = r.hgetall(f"{{{queue}}}:job:{job_id}")
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def state_of(r: redis.Redis, queue: str, job_id: str) -> Optional[str]:

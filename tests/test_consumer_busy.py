@@ -13,7 +13,8 @@ import redis
 
 from omniq_fast import Client, Consumer, JobCtx
 
-from test_consumer import running, state_of, wait_state, wait_until
+from support import wait_until
+from test_consumer import running, state_of, wait_state
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from omniq_fast.monitor import (
     QueueOverview,
     QueueStats,
 )
+from support import tagged
 
 official_client_mod = pytest.importorskip("omniq.client")
 official_monitor_mod = pytest.importorskip("omniq.monitor")
@@ -69,18 +70,9 @@ def ours(request: pytest.FixtureRequest, redis_url: str) -> Iterator[QueueMonito
     conn.close()
 
 
-def plain(value: Any) -> Any:
-    """Results as comparable data, with the model class names kept."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, dataclasses.asdict(value))
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
-
 def outcome(call: Callable[[], Any]) -> Any:
     try:
-        return ("ok", plain(call()))
+        return ("ok", tagged(call()))
     except ValueError:
         return ("raises", ValueError)
     except TypeError:
@@ -295,7 +287,7 @@ def test_scan_queues(
         # stats_many() with no names covers every scanned queue, in scan order.
         got_stats = [s for s in ours.stats_many() if s.queue.startswith(qname)]
         want_stats = [s for s in official.stats_many() if s.queue.startswith(qname)]
-        assert plain(got_stats) == plain(want_stats)
+        assert tagged(got_stats) == tagged(want_stats)
         assert [s.queue for s in got_stats] == got
     finally:
         r.delete(*odd)

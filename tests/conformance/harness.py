@@ -3,16 +3,72 @@
 ``Pair.call(op, **kwargs)`` runs the same keyword call on both clients (each on its own
 database, same queue names), checks that the results (or raised errors) correspond, and
 ``Pair.assert_same_keyspace()`` compares every key under the pair's prefixes.
+
+Also the helpers the conformance modules share: ``call_official`` and ``plain_official``
+(an official call's outcome as a value, and as plain data), ``decoded`` (a raw script reply
+as the official client's decoding connection sees it), ``payload_json`` (a payload as
+published) and ``assert_same_snapshots`` (two keyspace snapshots, with a readable diff).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+from typing import Any, Callable
 
 import redis
 
 from support import snapshot
+
+
+def call_official(official: Callable[[], Any]) -> Any:
+    """What an official call returned, or the RuntimeError it raised.
+
+    Anything else it raises becomes an AssertionError carrying only the type and message: a
+    traceback through the official package would print its (GPL) source lines.
+    """
+    try:
+        return official()
+    except RuntimeError as exc:
+        return exc
+    except Exception as exc:
+        failure = f"official call raised {type(exc).__name__}: {exc}"
+    raise AssertionError(failure)
+
+
+def plain_official(result: Any) -> Any:
+    """An official result as plain data (result objects by their fields, errors as text)."""
+    if isinstance(result, RuntimeError):
+        return ("raised", str(result))
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return tuple(getattr(result, f.name) for f in dataclasses.fields(result))
+    return result
+
+
+def decoded(value: Any) -> Any:
+    """Our raw reply in the shape the official client's connection (decode_responses) sees."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    return value
+
+
+def payload_json(payload: Any) -> str:
+    """A payload as the publish ARGV carries it: compact JSON, non-ASCII characters unescaped."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def assert_same_snapshots(ours: dict[bytes, Any], theirs: dict[bytes, Any]) -> None:
+    """Two keyspace snapshots (``support.snapshot``) must be equal; the error names only
+    the keys that differ, with both sides' values."""
+    if ours != theirs:
+        diff = {
+            k: (ours.get(k), theirs.get(k))
+            for k in sorted(set(ours) | set(theirs))
+            if ours.get(k) != theirs.get(k)
+        }
+        raise AssertionError(f"keyspaces differ (ours, oracle): {diff}")
 
 
 def normalise(value: Any) -> Any:

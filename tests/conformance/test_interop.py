@@ -24,24 +24,11 @@ import pytest
 import redis
 
 from omniq_fast import Client, Consumer, JobCtx, TokenMismatch, now_ms
+from support import job_hash, tagged, wait_until
 
 POLL = {"poll_interval_s": 0.01, "promote_interval_s": 0.02, "reap_interval_s": 0.05}
 WORK_S = 0.03
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def job_hash(r: redis.Redis, queue: str, job_id: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in r.hgetall(f"{{{queue}}}:job:{job_id}").items()}
+WAIT_S = 15.0  # how long a whole workload may take to complete
 
 
 def states(r: redis.Redis, queue: str, ids: list[str]) -> list[Optional[str]]:
@@ -185,6 +172,7 @@ def test_official_publishes_we_consume(
             wait_until(
                 lambda: states(r, qname, mix.ids) == ["completed"] * len(mix.ids),
                 "every job to complete",
+                timeout=WAIT_S,
             )
         finally:
             for c in consumers:
@@ -248,6 +236,7 @@ def test_we_publish_official_consumer_consumes(
             lambda: states(r, qname, mix.ids) == ["completed"] * len(mix.ids)
             or proc.poll() is not None,
             "the official consumer to complete every job",
+            timeout=WAIT_S,
         )
         assert proc.poll() is None, err.read_text()
         proc.send_signal(signal.SIGTERM)
@@ -334,6 +323,7 @@ def test_our_consumer_and_official_workers_share_a_queue(
         wait_until(
             lambda: states(r, qname, all_ids) == ["completed"] * len(all_ids) or official_errors,
             "every job to complete",
+            timeout=WAIT_S,
         )
     finally:
         stop.set()
@@ -456,17 +446,9 @@ def test_monitors_read_each_others_queues(
     }
     official, mine = OfficialMonitor(oracle_on_ours), QueueMonitor(client)
 
-    def plain(value: Any) -> Any:
-        """Results as dicts and lists, tagged with their class name."""
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return (type(value).__name__, dataclasses.asdict(value))
-        if isinstance(value, list):
-            return [plain(item) for item in value]
-        return value
-
     def same(call: Callable[[Any], Any]) -> Any:
         """``call`` on both monitors must give equal results; returns them as plain data."""
-        theirs, ours = plain(call(official)), plain(call(mine))
+        theirs, ours = tagged(call(official)), tagged(call(mine))
         assert ours == theirs
         return _untag(ours)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from types import ModuleType
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import redis
@@ -34,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omniq_fast import Client, JobResult, ReservedJob
+from harness import call_official, plain_official
 from support import delete_prefixed, run_script, snapshot
 
 T = 1_700_000_000_000
@@ -47,27 +48,6 @@ NOT_RESTORED = ("lane:rr", "lease:seq")
 def ours(redis_url: str, core: ModuleType) -> Iterator[Client]:
     with Client(redis_url, _core=core) as client:
         yield client
-
-
-def _call(official: Callable[[], Any]) -> Any:
-    """An official call's result, or the RuntimeError it raised (as a value). Anything else
-    becomes an AssertionError with only type and message: a traceback through the official
-    package would print its (GPL) source lines."""
-    try:
-        return official()
-    except RuntimeError as exc:
-        return exc
-    except Exception as exc:
-        failure = f"official call raised {type(exc).__name__}: {exc}"
-    raise AssertionError(failure)
-
-
-def _plain(result: Any) -> Any:
-    if isinstance(result, RuntimeError):
-        return ("raised", str(result))
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return tuple(getattr(result, f.name) for f in dataclasses.fields(result))
-    return result
 
 
 def same_job(ours: ReservedJob, theirs: Any) -> bool:
@@ -122,9 +102,9 @@ class Queue:
         return f"{self.prefix}:{suffix}".encode()
 
     def both(self, method: str, **kwargs: Any) -> Any:
-        results = [_call(lambda c=c: getattr(c, method)(queue=self.name, **kwargs))
+        results = [call_official(lambda c=c: getattr(c, method)(queue=self.name, **kwargs))
                    for c in self.sides]
-        assert _plain(results[0]) == _plain(results[1]), f"setup {method} differs"
+        assert plain_official(results[0]) == plain_official(results[1]), f"setup {method} differs"
         return results[1]
 
     def both_reserve_all(self, now: int) -> list[Any]:
@@ -277,7 +257,7 @@ class Queue:
         self.sync_not_restored()
         theirs = []
         while True:
-            job = _call(lambda: self.oracle.reserve(queue=self.name, now_ms_override=now))
+            job = call_official(lambda: self.oracle.reserve(queue=self.name, now_ms_override=now))
             if job is None or not hasattr(job, "lease_token"):
                 break
             theirs.append(job)
@@ -469,7 +449,8 @@ def test_release_some_keep_others(queue: Queue) -> None:
 
 def _ack_reason(result: Any) -> str:
     prefix = "ACK_SUCCESS failed: "
-    assert isinstance(result, RuntimeError) and str(result).startswith(prefix), _plain(result)
+    assert isinstance(result, RuntimeError) and str(result).startswith(prefix), (
+        plain_official(result))
     return str(result)[len(prefix):]
 
 
@@ -485,7 +466,7 @@ def test_lease_errors_match_ack_success(queue: Queue) -> None:
     bad = [("J0", ""), ("J0", "x" + jobs[0].lease_token[1:]), ("J1", jobs[1].lease_token),
            ("J2", jobs[2].lease_token), ("nope", "t")]
     results = queue.release(bad, T + 3)
-    theirs = [_ack_reason(_call(lambda j=j, t=t: queue.oracle.ack_success(
+    theirs = [_ack_reason(call_official(lambda j=j, t=t: queue.oracle.ack_success(
         queue=queue.name, job_id=j, lease_token=t, now_ms_override=T + 3))) for j, t in bad]
     assert _oks(results) == theirs == [
         "TOKEN_REQUIRED", "TOKEN_MISMATCH", "TOKEN_MISMATCH", "NOT_ACTIVE", "TOKEN_MISMATCH"]

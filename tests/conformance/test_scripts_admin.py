@@ -19,6 +19,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import decoded
 from support import delete_prefixed, run_script, snapshot
 
 NOW = 1_700_000_000_000
@@ -106,14 +107,6 @@ def setup_clients(redis_url: str, oracle_url: str) -> Iterator[list[Any]]:
 
 
 # --- comparing ---------------------------------------------------------------------------
-
-
-def decoded(reply: Any) -> Any:
-    if isinstance(reply, list):
-        return [decoded(x) for x in reply]
-    if isinstance(reply, bytes):
-        return reply.decode()
-    return reply
 
 
 def assert_same_keyspace(r: redis.Redis, r2: redis.Redis, q: str, clock: bool = False) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from typing import Any, Callable
 
 import pytest
@@ -20,50 +19,21 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from harness import (
+    assert_same_snapshots,
+    call_official,
+    decoded,
+    payload_json,
+    plain_official,
+)
 from support import delete_prefixed, run_script, snapshot
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    return value
-
-
-def _payload_json(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-
-
-def _call(official: Callable[[], Any]) -> Any:
-    """What an official call returned, or the RuntimeError it raised.
-
-    Anything else it raises becomes an AssertionError carrying only the type and message: a
-    traceback through the official package would print its (GPL) source lines.
-    """
-    try:
-        return official()
-    except RuntimeError as exc:
-        return exc
-    except Exception as exc:
-        failure = f"official call raised {type(exc).__name__}: {exc}"
-    raise AssertionError(failure)
-
-
-def _plain(result: Any) -> Any:
-    """An official result as plain data (result objects by their fields, errors as text)."""
-    if isinstance(result, RuntimeError):
-        return ("raised", str(result))
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return tuple(getattr(result, f.name) for f in dataclasses.fields(result))
-    return result
 
 
 def _reason(result: Any, label: str) -> str:
     """The reason code of an official lease error ("ACK_SUCCESS failed: TOKEN_MISMATCH")."""
     prefix = f"{label} failed: "
     if not (isinstance(result, RuntimeError) and str(result).startswith(prefix)):
-        raise AssertionError(f"expected a {label} error, got {_plain(result)!r}")
+        raise AssertionError(f"expected a {label} error, got {plain_official(result)!r}")
     return str(result)[len(prefix):]
 
 
@@ -92,7 +62,7 @@ class Job:
 
     def batch_fields(self) -> list[Any]:
         # The official client sends a negative group_limit as 0; ours ignores it either way.
-        return [self.job_id, _payload_json(self.body()), self.max_attempts, self.timeout_ms,
+        return [self.job_id, payload_json(self.body()), self.max_attempts, self.timeout_ms,
                 self.backoff_ms, self.due_ms, self.gid or "", max(self.group_limit, 0)]
 
 
@@ -119,9 +89,9 @@ class Twin:
 
     def both(self, method: str, **kwargs: Any) -> Any:
         """The same official call on both databases; the results must agree."""
-        results = [_call(lambda c=client: getattr(c, method)(queue=self.queue, **kwargs))
+        results = [call_official(lambda c=client: getattr(c, method)(queue=self.queue, **kwargs))
                    for client in self.sides]
-        ours, theirs = (_plain(x) for x in results)
+        ours, theirs = (plain_official(x) for x in results)
         assert ours == theirs, f"setup {method} differs: {ours!r} vs {theirs!r}"
         return results[1]
 
@@ -151,24 +121,17 @@ class Twin:
 
     def assert_same_keys(self) -> None:
         prefix = "{" + self.queue + "}"
-        ours, theirs = snapshot(self.r, prefix), snapshot(self.r2, prefix)
-        if ours != theirs:
-            diff = {
-                k: (ours.get(k), theirs.get(k))
-                for k in sorted(set(ours) | set(theirs))
-                if ours.get(k) != theirs.get(k)
-            }
-            raise AssertionError(f"keyspaces differ (ours, oracle): {diff}")
+        assert_same_snapshots(snapshot(self.r, prefix), snapshot(self.r2, prefix))
 
     # -- one batch of ours against N single official calls ---------------------------------
 
     def ours(self, script: str, *argv: Any) -> Any:
-        return _text(run_script(self.r, script, self.anchor, *argv))
+        return decoded(run_script(self.r, script, self.anchor, *argv))
 
     def enqueue_batch(self, now: int, jobs: list[Job]) -> Any:
-        theirs = [_call(lambda j=job: self.oracle.publish(
+        theirs = [call_official(lambda j=job: self.oracle.publish(
             queue=self.queue, now_ms_override=now, **j.publish_kwargs())) for job in jobs]
-        assert theirs == [job.job_id for job in jobs], [_plain(x) for x in theirs]
+        assert theirs == [job.job_id for job in jobs], [plain_official(x) for x in theirs]
         argv: list[Any] = [now, len(jobs)]
         for job in jobs:
             argv.extend(job.batch_fields())
@@ -180,7 +143,8 @@ class Twin:
     def reserve_batch(self, now: int, max_n: int) -> list[Lease]:
         results = []
         while len(results) < max_n:
-            result = _call(lambda: self.oracle.reserve(queue=self.queue, now_ms_override=now))
+            result = call_official(
+                lambda: self.oracle.reserve(queue=self.queue, now_ms_override=now))
             if result is None or not hasattr(result, "lease_token"):
                 break  # the call that found nothing (or the queue paused) ends the run
             results.append(result)
@@ -192,7 +156,7 @@ class Twin:
         elif result is None:
             expected = ["EMPTY"]
         else:
-            assert getattr(result, "status", None) == "PAUSED", _plain(result)
+            assert getattr(result, "status", None) == "PAUSED", plain_official(result)
             expected = ["PAUSED"]
         reply = self.ours("reserve_batch", now, max_n)
         assert reply == expected, f"reserve_batch reply differs: {reply!r} vs {expected!r}"
@@ -206,7 +170,7 @@ class Twin:
         for item in items:
             job_id, token = item[0], item[1]
             extra = {"error": item[2] or None} if method == "ack_fail" else {}
-            expected += convert(_call(lambda: getattr(self.oracle, method)(
+            expected += convert(call_official(lambda: getattr(self.oracle, method)(
                 queue=self.queue, job_id=job_id, lease_token=token, now_ms_override=now,
                 **extra)))
             argv.extend(item[:2] + ((item[2] or "",) if method == "ack_fail" else ()))
@@ -227,7 +191,7 @@ class Twin:
                 return ["ERR", _reason(result, "ACK_FAIL")]
             if result == ("FAILED", None):
                 return ["FAILED", ""]
-            assert isinstance(result, tuple) and result[0] == "RETRY", _plain(result)
+            assert isinstance(result, tuple) and result[0] == "RETRY", plain_official(result)
             return ["RETRY", str(result[1])]
 
         return self._lease_batch("ack_fail_batch", now, items, "ack_fail", convert)
@@ -236,7 +200,7 @@ class Twin:
         def convert(result: Any) -> list[str]:
             if isinstance(result, RuntimeError):
                 return ["ERR", _reason(result, "HEARTBEAT")]
-            assert isinstance(result, int), _plain(result)
+            assert isinstance(result, int), plain_official(result)
             return ["OK", str(result)]
 
         return self._lease_batch("heartbeat_batch", now, leases, "heartbeat", convert)

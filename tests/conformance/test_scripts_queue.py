@@ -10,7 +10,6 @@ script gives the same raw reply, and both databases hold the same keys afterward
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,20 +18,8 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from harness import assert_same_snapshots, decoded, payload_json
 from support import delete_prefixed, run_script, snapshot
-
-
-def _text(value: Any) -> Any:
-    """Our raw reply in the shape the official client's connection (decode_responses) sees."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, list):
-        return [_text(v) for v in value]
-    return value
-
-
-def _payload_json(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass
@@ -81,14 +68,7 @@ class Pair:
         return snapshot(self.r, prefix), snapshot(self.r2, prefix)
 
     def assert_same_keys(self) -> None:
-        ours, theirs = self.snapshots()
-        if ours != theirs:
-            diff = {
-                k: (ours.get(k), theirs.get(k))
-                for k in sorted(set(ours) | set(theirs))
-                if ours.get(k) != theirs.get(k)
-            }
-            raise AssertionError(f"keyspaces differ (ours, oracle): {diff}")
+        assert_same_snapshots(*self.snapshots())
 
     def step(
         self, official: Callable[[], Any], name: str, argv: list[Any], check: bool = True
@@ -111,7 +91,7 @@ class Pair:
         call = self.calls[-1]
         ours_argv = tuple(str(a) for a in argv)
         assert ours_argv == call.argv, f"{name}: ARGV differs: {ours_argv} vs {call.argv}"
-        reply = _text(run_script(self.r, name, self.anchor, *ours_argv))
+        reply = decoded(run_script(self.r, name, self.anchor, *ours_argv))
         assert reply == call.reply, f"{name}: reply differs: {reply!r} vs {call.reply!r}"
         if check:
             self.assert_same_keys()
@@ -142,7 +122,7 @@ class Pair:
             ),
             "enqueue",
             # The official client sends a negative group_limit as 0.
-            [job_id, _payload_json(payload), max_attempts, timeout_ms, backoff_ms, now,
+            [job_id, payload_json(payload), max_attempts, timeout_ms, backoff_ms, now,
              due_ms, gid or "", max(group_limit, 0)],
             check,
         )
