@@ -122,10 +122,11 @@ def test_consumers_killed_at_random_lose_nothing(
         assert len(set(tokens)) == len(tokens) and len(set(attempts)) == len(attempts), mine
         assert all(1 <= a <= MAX_ATTEMPTS for a in attempts), mine
         if job_id in failed:
-            # Failed only once its attempts were used up (a run may have died unlogged).
+            # Failed only once its attempts were used up. Its last run may even have
+            # succeeded: a consumer killed between the handler's return and the ack leaves
+            # the lease to expire, and the reaper counts that attempt as failed.
             h = r.hget(base + ":job:" + job_id, "attempt")
             assert h is not None and int(h) == MAX_ATTEMPTS, (job_id, h, mine)
-            assert all(o == "fail" for a, _, o in mine if a == MAX_ATTEMPTS), mine
         else:
             # Completed: its last run succeeded, and nothing ran after it.
             assert mine, f"job {job_id} never ran yet is not failed"
