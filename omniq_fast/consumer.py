@@ -37,7 +37,7 @@ from .keys import queue_anchor, validate_queue_name
 from .scripts import script
 from .types import Paused, ReservedJob
 from .wake import WakeListener
-from .workers import Workers
+from .workers import Workers, call_handler
 
 if TYPE_CHECKING:
     from .client import Client
@@ -441,13 +441,7 @@ class Consumer:
         self._running += 1
         self._taken += 1
         self.received(ctx)
-        started = time.perf_counter()
-        try:
-            self.handler(ctx)
-            error = None
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        self._done.append((ctx, error, time.perf_counter() - started))
+        self._done.append((ctx, *call_handler(self.handler, ctx)))
 
     def finished(self, ctx: JobCtx, error: Optional[str], seconds: float) -> None:
         """Called by a worker when a handler returned or raised (``seconds < 0``: the job

@@ -6,14 +6,26 @@ import asyncio
 import queue as queue_module
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .context import JobCtx
 
 if TYPE_CHECKING:
     from .consumer import Consumer
 
-__all__ = ["Workers"]
+__all__ = ["Workers", "call_handler"]
+
+
+def call_handler(handler: Any, ctx: JobCtx) -> tuple[Optional[str], float]:
+    """Run a synchronous handler: its error as ``"<ExceptionType>: <message>"`` (``None``
+    when it returned) and how long it took."""
+    started = time.perf_counter()
+    try:
+        handler(ctx)
+        error = None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return error, time.perf_counter() - started
 
 
 class Workers:
@@ -51,13 +63,7 @@ class Workers:
             if not consumer.received(ctx):
                 consumer.finished(ctx, None, -1.0)
                 continue
-            started = time.perf_counter()
-            try:
-                consumer.handler(ctx)
-                error = None
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            consumer.finished(ctx, error, time.perf_counter() - started)
+            consumer.finished(ctx, *call_handler(consumer.handler, ctx))
 
     async def _run_async(self, ctx: JobCtx) -> None:
         consumer = self._consumer
