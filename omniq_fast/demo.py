@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from .client import Client, now_ms
 from .consumer import Consumer, JobCtx
+from .types import Job
 from .embedded import EmbeddedServer
 from .monitor import QueueMonitor
 
@@ -71,19 +72,22 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
 
     with Client(url) as client:
         t0 = time.perf_counter()
-        kinds: dict[str, str] = {}
         start = now_ms()
-        for i, (kind, gid) in enumerate(plan):
-            job_id = client.publish(
-                queue,
-                {"i": i, "kind": kind},
-                gid=gid,
-                group_limit=(2 if gid and i % 2 == 0 else 0),
-                due_ms=start + 300 if kind == "delayed" else 0,
-                max_attempts=2 if kind == "exhaust" else 3,
-                backoff_ms=50,
-            )
-            kinds[job_id] = kind
+        ids = client.publish_many(
+            queue,
+            (
+                Job(
+                    {"i": i, "kind": kind},
+                    gid=gid,
+                    group_limit=(2 if gid and i % 2 == 0 else 0),
+                    due_ms=start + 300 if kind == "delayed" else 0,
+                    max_attempts=2 if kind == "exhaust" else 3,
+                )
+                for i, (kind, gid) in enumerate(plan)
+            ),
+            backoff_ms=50,
+        )
+        kinds = dict(zip(ids, (kind for kind, _ in plan)))
         publish_s = time.perf_counter() - t0
         out(f"published {jobs} jobs on {queue} in {publish_s:.2f}s ({jobs / publish_s:,.0f} jobs/s)")
 
@@ -103,7 +107,7 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
 
         consumer = Consumer(
             client, queue, handler, poll_interval_s=0.01, promote_interval_s=0.05,
-            reap_interval_s=1.0, max_jobs=expected_calls,
+            reap_interval_s=1.0, max_jobs=expected_calls, concurrency=4,
         )  # fmt: skip
         watchdog = threading.Timer(_DEADLINE_S, consumer.stop)
         watchdog.daemon = True
