@@ -27,6 +27,25 @@ local function admin_helpers()
     return count, nil
   end
 
+  -- The per-id loop of the batch scripts: ids are ARGV[3 .. 2 + count]; `act(id)` returns
+  -- nil when it did its work, else the reason it refused. Returns the flat reply and how
+  -- many ids were acted on.
+  local function each_id(count, act)
+    local out, done = {}, 0
+    for i = 1, count do
+      local id = ARGV[2 + i]
+      local reason = "BAD_JOB_ID"
+      if id ~= "" then reason = act(id) end
+      if reason then
+        out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
+      else
+        out[#out + 1] = id; out[#out + 1] = "OK"
+        done = done + 1
+      end
+    end
+    return out, done
+  end
+
   -- Put a failed job back at the end of its ready lane. `clean_active` is false for the
   -- batch script, which upstream never made take the id out of `active` (PROTOCOL.md §7).
   -- Returns nil, or the reason the id was refused.
@@ -129,7 +148,7 @@ local function admin_helpers()
   end
 
   return {
-    stat_apply_retry = stat_apply_retry, batch_count = batch_count,
+    stat_apply_retry = stat_apply_retry, batch_count = batch_count, each_id = each_id,
     requeue_failed = requeue_failed, REMOVABLE = REMOVABLE,
     remove_idle_job = remove_idle_job
   }

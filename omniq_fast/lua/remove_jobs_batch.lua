@@ -19,18 +19,10 @@ if #ARGV < 2 + count then return {"ERR", "BAD_ARGS"} end
 local now_ms = 0
 if ARGV[3 + count] ~= nil then now_ms = tonumber(ARGV[3 + count]) end
 
-local out, deltas, removed = {}, {}, 0
-for i = 1, count do
-  local id = ARGV[2 + i]
-  local reason = "BAD_JOB_ID"
-  if id ~= "" then reason = admin.remove_idle_job(id, lane, deltas, false) end
-  if reason then
-    out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
-  else
-    out[#out + 1] = id; out[#out + 1] = "OK"
-    removed = removed + 1
-  end
-end
+local deltas = {}
+local out, removed = admin.each_id(count, function(id)
+  return admin.remove_idle_job(id, lane, deltas, false)
+end)
 
 stat_apply(deltas)
 if removed > 0 then stat_touch(now_ms) end

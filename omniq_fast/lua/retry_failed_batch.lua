@@ -13,19 +13,11 @@ local count, refusal = admin.batch_count(ARGV[2])
 if refusal then return refusal end
 if #ARGV < 2 + count then return {"ERR", "BAD_ARGS"} end
 
-local out, deltas, retried = {}, {}, 0
-for i = 1, count do
-  local id = ARGV[2 + i]
+local deltas = {}
+local out, retried = admin.each_id(count, function(id)
   -- Unlike retry_failed, `active` is left alone here (PROTOCOL.md §7).
-  local reason = "BAD_JOB_ID"
-  if id ~= "" then reason = admin.requeue_failed(id, now_ms, false, deltas) end
-  if reason then
-    out[#out + 1] = id; out[#out + 1] = "ERR"; out[#out + 1] = reason
-  else
-    out[#out + 1] = id; out[#out + 1] = "OK"
-    retried = retried + 1
-  end
-end
+  return admin.requeue_failed(id, now_ms, false, deltas)
+end)
 
 -- Counters move once for the whole batch; an all-refused batch is not activity.
 admin.stat_apply_retry(deltas)
