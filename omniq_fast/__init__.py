@@ -11,8 +11,10 @@ from .bulk import PublishManyError
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
+from .multiqueue import MultiConsumer
 from .errors import (
     AdminError,
+    ClusterUnavailable,
     ConnectionLost,
     InvalidArgument,
     InvalidKey,
@@ -48,6 +50,7 @@ __all__ = [
     "now_ms",
     "consume",
     "Consumer",
+    "MultiConsumer",
     "ConsumerStats",
     "JobCtx",
     "Exec",
@@ -67,6 +70,7 @@ __all__ = [
     "AdminError",
     "ProtocolError",
     "ReplyError",
+    "ClusterUnavailable",
     "ConnectionLost",
     "ReservedJob",
     "ReserveJob",

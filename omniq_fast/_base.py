@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from types import ModuleType, TracebackType
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 import redis as redis_py
+from redis.cluster import RedisCluster
 
 from . import _compat
+from .cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument, ProtocolError, ReplyError, lease_error
 from .keys import queue_anchor, validate_queue_name, wake_channel
-from .options import check_int
+from .options import check_int, check_number
 from .scripts import script
 from .transport import Transport
 
@@ -40,20 +43,41 @@ class ClientBase:
     (its ``decode_responses`` setting does not matter). Extra keyword arguments go to
     ``redis.Redis.from_url`` (``socket_timeout=...``). Use as a context manager or call
     :meth:`close`.
+
+    Redis Cluster is found on first use (``INFO cluster``), or forced with ``cluster=True``
+    (``False`` skips the check); a ``redis.cluster.RedisCluster`` may be passed as
+    ``redis=``. Each queue's commands then go to the master owning its slot, and
+    ``cluster_retry_s`` bounds how long an operation waits while its slot is migrated or
+    failed over (see :mod:`omniq_fast.cluster`).
     """
 
     def __init__(
         self,
         url: Optional[str] = None,
         *,
-        redis: Optional[redis_py.Redis] = None,
+        redis: Optional[Union[redis_py.Redis, RedisCluster]] = None,
         client_name: Optional[str] = None,
+        cluster: Optional[bool] = None,
+        cluster_retry_s: float = 10.0,
         _core: Optional[ModuleType] = None,
         **redis_options: Any,
     ) -> None:
         if redis is not None and (url is not None or redis_options):
             raise InvalidArgument("pass either redis= or a url (with options), not both")
+        check_number("cluster_retry_s", cluster_retry_s, 0.0)
         self._owns_redis = redis is None
+        self._core: ModuleType = _core if _core is not None else _compat
+        self._cluster = cluster
+        self._cluster_retry_s = cluster_retry_s
+        self._router: Optional[ClusterRouter] = None
+        self._mode_lock = threading.Lock()
+        if isinstance(redis, RedisCluster):
+            if cluster is False:
+                raise InvalidArgument("redis= is a RedisCluster but cluster=False")
+            self._cluster = True
+            self._router = ClusterRouter(redis, self._core, cluster_retry_s)
+            self._transport = Transport(redis_py.Redis(), self._core)  # never used
+            return
         if redis is None:
             if client_name is not None:
                 redis_options["client_name"] = client_name
@@ -63,19 +87,27 @@ class ClientBase:
                 redis = redis_py.Redis(**redis_options)
             else:
                 redis = redis_py.Redis.from_url(url, **redis_options)
-        self._core: ModuleType = _core if _core is not None else _compat
         self._transport = Transport(redis, self._core)
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def redis(self) -> redis_py.Redis:
-        """The underlying redis-py client (for plain reads and monitoring)."""
-        return self._transport.redis
+    def redis(self) -> Any:
+        """The underlying redis-py client (for plain reads and monitoring): a
+        ``redis.Redis``, or in cluster mode a ``redis.cluster.RedisCluster``."""
+        router = self._mode()
+        return self._transport.redis if router is None else router.redis
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether this client talks to a Redis Cluster (asks the server on first use)."""
+        return self._mode() is not None
 
     def close(self) -> None:
         """Close the connections this client opened (not a ``redis=`` it was given)."""
         if self._owns_redis:
+            if self._router is not None:
+                self._router.close()
             self._transport.close()
 
     def __enter__(self: _Self) -> _Self:
@@ -96,19 +128,56 @@ class ClientBase:
 
     # ------------------------------------------------------------------ internals
 
+    def _mode(self) -> Optional[ClusterRouter]:
+        """The cluster router, or None in standalone mode; the first call finds out which
+        (``INFO cluster``) unless ``cluster=`` said so."""
+        if self._router is not None or self._cluster is False:
+            return self._router
+        with self._mode_lock:
+            if self._router is None:
+                standalone = self._transport.redis
+                try:
+                    found = is_cluster(standalone) if self._cluster is None else self._cluster
+                except redis_py.ResponseError as exc:
+                    # A cluster node refuses SELECT of any database but 0.
+                    if standalone.connection_pool.connection_kwargs.get("db", 0):
+                        raise InvalidArgument(
+                            f"the server refused the URL's database ({exc}); a Redis "
+                            "Cluster has only database 0"
+                        ) from exc
+                    raise
+                if found:
+                    self._router = ClusterRouter(
+                        cluster_client(standalone), self._core, self._cluster_retry_s
+                    )
+                self._cluster = found
+        return self._router
+
+    def _at(self, key: str) -> Union[Transport, SlotRoute]:
+        """Where commands on ``key`` go: the one server, or the route to its slot's master."""
+        router = self._mode()
+        return self._transport if router is None else router.route(key)
+
     def _run(self, name: str, anchor: str, *argv: bytes | str | int) -> Any:
-        return self._transport.run_script(script(name), anchor, argv)
+        s = script(name)
+        data = self._core.encode_command((b"EVALSHA", s.sha, b"1", anchor, *argv))
+        return self._at(anchor).run_encoded(s, data)
 
     def _wake_command(self, queue: str) -> bytes:
         """``PUBLISH {Q}:wake 1``: sent after queueing jobs, in the same write, so idle
-        consumers pick them up at once. It changes no queue state."""
-        return self._core.encode_command((b"PUBLISH", wake_channel(queue), b"1"))  # type: ignore[no-any-return]
+        consumers pick them up at once. It changes no queue state. On a cluster it is
+        ``SPUBLISH`` where the server has sharded pub/sub: the message then goes to the
+        queue's own master only instead of to every node."""
+        router = self._mode()
+        verb = b"SPUBLISH" if router is not None and router.sharded_pubsub else b"PUBLISH"
+        return self._core.encode_command((verb, wake_channel(queue), b"1"))  # type: ignore[no-any-return]
 
     def _run_and_wake(self, name: str, queue: str, *argv: bytes | str | int) -> Any:
         """Run script ``name`` on ``queue`` and notify its wake channel in one round trip."""
         s = script(name)
-        data = self._core.encode_command((b"EVALSHA", s.sha, b"1", queue_anchor(queue), *argv))
-        reply = self._transport.run_many([(s, data)], [self._wake_command(queue)])[0]
+        anchor = queue_anchor(queue)
+        data = self._core.encode_command((b"EVALSHA", s.sha, b"1", anchor, *argv))
+        reply = self._at(anchor).run_many([(s, data)], [self._wake_command(queue)])[0]
         if isinstance(reply, ReplyError):
             raise reply
         return reply

@@ -8,10 +8,11 @@ of the round trips and of the server's CPU.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from ._base import ClientBase, text
 from .errors import ConnectionLost, InvalidArgument, OmniqError, ProtocolError
+from .pipelines import QueueStream, StreamsFailed, run_streams
 from .keys import queue_anchor
 from .options import check_int, enqueue_options
 from .scripts import script
@@ -74,7 +75,35 @@ class BulkOps(ClientBase):
         raises its typed error with nothing written; later, a
         :class:`PublishManyError` says which ids were written and which are unknown.
         """
-        anchor = queue_anchor(queue)
+        return self.publish_many_queues(
+            {queue: jobs}, max_attempts=max_attempts, timeout_ms=timeout_ms,
+            backoff_ms=backoff_ms, due_ms=due_ms, gid=gid, group_limit=group_limit,
+            now_ms_override=now_ms_override, batch_size=batch_size,
+        )[queue]  # fmt: skip
+
+    def publish_many_queues(
+        self,
+        jobs_by_queue: Mapping[str, Iterable[Any]],
+        *,
+        max_attempts: int = 3,
+        timeout_ms: int = 30000,
+        backoff_ms: int = 5000,
+        due_ms: int = 0,
+        gid: Optional[str] = None,
+        group_limit: int = 0,
+        now_ms_override: int = 0,
+        batch_size: int = 500,
+    ) -> dict[str, list[str]]:
+        """:meth:`publish_many` for several queues at once: ``{queue: jobs}`` in, ``{queue:
+        ids}`` out.
+
+        On a Redis Cluster each queue's batches go to the master owning it, one pipeline
+        per master, the masters in parallel; queues on one node share its connection.
+        If the cluster moves a queue meanwhile, its batches follow it (a redirected batch
+        did not run, and is sent again to the new owner). A :class:`PublishManyError`
+        lists the written and unknown ids of every queue.
+        """
+        anchors = {queue: queue_anchor(queue) for queue in jobs_by_queue}
         defaults = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
         check_int("now_ms_override", now_ms_override, 0)
         check_int("batch_size", batch_size, 1)
@@ -82,30 +111,32 @@ class BulkOps(ClientBase):
             raise InvalidArgument(f"batch_size must be <= {MAX_SCRIPT_BATCH}")
         enqueue = script("enqueue_batch")
         core = self._core
-        wake = self._wake_command(queue)
 
-        def batches() -> Iterator[Batch[list[str]]]:
+        def batches(queue: str, jobs: Iterable[Any]) -> Iterator[Batch[tuple[str, list[str]]]]:
+            anchor, wake = anchors[queue], self._wake_command(queue)
             for chunk in _chunks(jobs, batch_size):
                 now = self._now(now_ms_override)
                 data, ids = core.encode_enqueue_batch(enqueue.sha, anchor, now, chunk, defaults)
-                yield Batch(data + wake, 2, ids)  # the EVALSHA, then PUBLISH {Q}:wake
+                yield Batch(data + wake, 2, (queue, ids))  # the EVALSHA, then the wake
 
-        written: list[str] = []
+        written: dict[str, list[str]] = {queue: [] for queue in jobs_by_queue}
+
+        def on_reply(tag: tuple[str, list[str]], replies: list[Any]) -> None:
+            self._status("ENQUEUE_BATCH", replies[0])
+            written[tag[0]].extend(tag[1])
+
+        streams = [QueueStream(anchors[q], batches(q, jobs)) for q, jobs in jobs_by_queue.items()]
         try:
-            for ids, replies in self._transport.stream(batches(), enqueue):
-                self._status("ENQUEUE_BATCH", replies[0])
-                written.extend(ids)
-        except ConnectionLost as exc:
-            unknown = [job_id for ids in exc.unknown for job_id in ids]
+            run_streams(self, streams, enqueue, on_reply)
+        except StreamsFailed as failed:
+            done = [job_id for ids in written.values() for job_id in ids]
+            cause = failed.cause
+            if not done and not isinstance(cause, ConnectionLost):
+                raise cause from None
+            unknown = [job_id for _, ids in failed.unknown for job_id in ids]
             raise PublishManyError(
-                f"publish_many stopped after {len(written)} jobs: {exc}", written, unknown
-            ) from exc
-        except Exception as exc:
-            if not written:
-                raise
-            raise PublishManyError(
-                f"publish_many stopped after {len(written)} jobs: {exc}", written, []
-            ) from exc
+                f"publish_many stopped after {len(done)} jobs: {cause}", done, unknown
+            ) from cause
         return written
 
     def reserve_many(
@@ -200,6 +231,6 @@ class BulkOps(ClientBase):
             data, ids = core.encode_lease_batch(
                 batch.sha, anchor, now, leases[start:end], None if errors is None else errors[start:end]
             )
-            reply = self._transport.run_encoded(batch, data)
+            reply = self._at(anchor).run_encoded(batch, data)
             results.extend(core.parse_job_results(reply, ids, width))
         return results

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import redis as redis_py
 
@@ -185,7 +185,8 @@ class Client(BulkOps):
 
     def job_timeout_ms(self, queue: str, job_id: str) -> int:
         """The job's ``timeout_ms`` (0 if the job or field is missing)."""
-        raw = self._transport.command(b"HGET", job_key(queue, job_id), b"timeout_ms")
+        key = job_key(queue, job_id)
+        raw = self._at(key).command(b"HGET", key, b"timeout_ms")
         try:
             return int(raw) if raw else 0
         except ValueError:
@@ -203,7 +204,8 @@ class Client(BulkOps):
 
     def is_paused(self, queue: str) -> bool:
         """Whether the queue is paused (a plain EXISTS, no script)."""
-        return bool(self._transport.command(b"EXISTS", paused_key(queue)))
+        key = paused_key(queue)
+        return bool(self._at(key).command(b"EXISTS", key))
 
     # ------------------------------------------------------------------ admin
 
@@ -319,7 +321,7 @@ class Client(BulkOps):
 
     def consume(
         self,
-        queue: str,
+        queue: Union[str, Sequence[str]],
         handler: "Handler",
         *,
         poll_interval_s: float = 0.05,
@@ -339,10 +341,16 @@ class Client(BulkOps):
         wake: bool = True,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
-        for the options and the stop rules."""
-        from .consumer import Consumer
+        for the options and the stop rules.
 
-        return Consumer(
+        ``queue`` may be a list of queues: each gets a consumer of its own with these
+        options (``concurrency`` and ``max_jobs`` are per queue), all stopped together;
+        see :class:`omniq_fast.MultiConsumer`. The counts returned are summed."""
+        from .consumer import Consumer
+        from .multiqueue import MultiConsumer
+
+        kind: Any = Consumer if isinstance(queue, str) else MultiConsumer
+        return kind(  # type: ignore[no-any-return]
             self, queue, handler, poll_interval_s=poll_interval_s,
             promote_interval_s=promote_interval_s, promote_batch=promote_batch,
             reap_interval_s=reap_interval_s, reap_batch=reap_batch,

@@ -28,6 +28,7 @@ __all__ = [
     "ProtocolError",
     "ReplyError",
     "ConnectionLost",
+    "ClusterUnavailable",
     "lease_error",
 ]
 
@@ -125,6 +126,11 @@ class ConnectionLost(OmniqError, ConnectionError):
     def __init__(self, message: str, unknown: Optional[list[Any]] = None) -> None:
         super().__init__(message)
         self.unknown: list[Any] = unknown or []
+
+
+class ClusterUnavailable(OmniqError, ConnectionError):
+    """A Redis Cluster slot stayed unreachable (being migrated, failing over, or its master
+    down) for the client's ``cluster_retry_s``. The operation did not run: retry it."""
 
 
 #: Errors after which a consumer backs off and goes on: the connection, not the request,

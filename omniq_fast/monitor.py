@@ -26,6 +26,7 @@ from typing import Any, Iterable, Literal, Optional, Protocol, Union
 
 import redis
 from redis.client import NEVER_DECODE
+from redis.cluster import RedisCluster
 
 from .errors import InvalidQueueName
 from .keys import queue_base, validate_queue_name
@@ -279,14 +280,25 @@ def _lane_job(lane: Any, job_id: str, score: int, exists: Any, values: Any) -> O
 class QueueMonitor:
     """Read-only views of queues for dashboards and operators.
 
-    ``source`` is a ``redis.Redis`` or anything exposing one as ``.redis`` (an omniq-fast
-    client); its ``decode_responses`` setting does not matter. Nothing here writes.
+    ``source`` is a ``redis.Redis`` or ``RedisCluster``, or anything exposing one as
+    ``.redis`` (an omniq-fast client); its ``decode_responses`` setting does not matter.
+    Nothing here writes. On a cluster, reads of a queue go to its master (pipelines are
+    split by node) and :meth:`scan_queues` scans every master.
     """
 
     __slots__ = ("_redis",)
 
-    def __init__(self, source: Union[redis.Redis, _HasRedis]) -> None:
-        self._redis: redis.Redis = source if isinstance(source, redis.Redis) else source.redis
+    def __init__(self, source: Union[redis.Redis, RedisCluster, _HasRedis]) -> None:
+        self._redis: Any = (
+            source if isinstance(source, (redis.Redis, RedisCluster)) else source.redis
+        )
+
+    def _scan_targets(self) -> list[Any]:
+        """The servers holding keys: the one server, or every master of a cluster."""
+        if isinstance(self._redis, RedisCluster):
+            primaries = self._redis.get_primaries()  # type: ignore[no-untyped-call]
+            return [self._redis.get_redis_connection(n) for n in primaries]
+        return [self._redis]
 
     def _pipeline(self) -> Any:
         # No MULTI/EXEC: independent reads gain nothing from it but two more commands
@@ -296,16 +308,18 @@ class QueueMonitor:
     def scan_queues(self) -> list[str]:
         """Names of the queues that have a stats hash, sorted, each once."""
         names: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, keys = _read(self._redis, "SCAN", cursor, "MATCH", "*" + _STATS_SUFFIX,
-                                 "COUNT", 1000, "TYPE", "hash")
-            for key in keys:
-                name = _queue_of_stats_key(key)
-                if name is not None:
-                    names.add(name)
-            if not cursor:
-                return sorted(names)
+        for server in self._scan_targets():
+            cursor = 0
+            while True:
+                cursor, keys = _read(server, "SCAN", cursor, "MATCH", "*" + _STATS_SUFFIX,
+                                     "COUNT", 1000, "TYPE", "hash")
+                for key in keys:
+                    name = _queue_of_stats_key(key)
+                    if name is not None:
+                        names.add(name)
+                if not int(cursor):
+                    break
+        return sorted(names)
 
     def stats(self, queue: str) -> QueueStats:
         """The counters of ``queue``; all zero when it has no stats hash."""

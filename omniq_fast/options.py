@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 from .errors import InvalidArgument
 from .types import Job
 
-__all__ = ["check_int", "check_id", "EnqueueOptions", "enqueue_options", "job_options"]
+__all__ = ["check_int", "check_number", "check_id", "EnqueueOptions", "enqueue_options", "job_options"]
 
 MAX_ID_LEN = 256
 
@@ -26,6 +26,15 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_number(name: str, value: object, minimum: float) -> float:
+    """``value`` if it is a finite int or float ``>= minimum`` (bool refused)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be a number, not {type(value).__name__}")
+    if not minimum <= value < float("inf"):
+        raise InvalidArgument(f"{name} must be a finite number >= {minimum}, got {value}")
+    return float(value)
 
 
 def check_id(name: str, value: object) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import TRANSIENT_ERRORS
 from .keys import wake_channel
@@ -21,37 +21,79 @@ class WakeListener:
     """Wakes the dispatcher when a producer announces jobs on the queue's wake channel.
 
     Uses its own pub/sub connection; a message changes no queue state, it only cuts the
-    poll wait short. Jobs from other SDKs, delayed jobs and retries are found by the poll.
+    poll wait short. Jobs from other SDKs, delayed jobs and retries are found by the poll,
+    so a listener that is down for a while only costs latency.
+
+    On a cluster it subscribes at the queue's own master, with ``SSUBSCRIBE`` where the
+    server has sharded pub/sub (producers then ``SPUBLISH``). When the slot moves, the
+    server ends the subscription (``sunsubscribe``) or the node goes away; the listener
+    then re-reads the slot map and subscribes at the new owner.
     """
 
     def __init__(self, consumer: Consumer) -> None:
         self._consumer = consumer
+        self._channel = wake_channel(consumer.queue)
+        self._router = consumer.client._mode()
+        self._sharded = self._router is not None and self._router.sharded_pubsub
         self._closed = threading.Event()
-        self._pubsub = consumer.client.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub: Any = None
         self._thread = threading.Thread(target=self._run, name="omniq-wake", daemon=True)
         try:
-            self._pubsub.subscribe(wake_channel(consumer.queue))
+            self._subscribe()
         except TRANSIENT_ERRORS:
             log.warning("wake channel unavailable; polling only", exc_info=True)
             return
         self._thread.start()
 
+    def _subscribe(self) -> None:
+        self._drop()
+        if self._router is None:
+            pubsub = self._consumer.client.redis.pubsub()
+        else:
+            # Plain PUBLISH on a cluster reaches every node, so the queue's master is as
+            # good a place as any; SPUBLISH reaches only the slot's master (and replicas).
+            route = self._router.route(self._channel)
+            pubsub = route.owner_transport().redis.pubsub()  # type: ignore[no-untyped-call]
+        if self._sharded:
+            pubsub.ssubscribe(self._channel)
+        else:
+            pubsub.subscribe(self._channel)
+        self._pubsub = pubsub
+
+    def _drop(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except TRANSIENT_ERRORS:
+                pass
+
     def _run(self) -> None:
         while not self._closed.is_set():
             try:
-                message = self._pubsub.get_message(timeout=0.5)
+                if self._pubsub is None:
+                    self._subscribe()
+                message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=0.5)
             except TRANSIENT_ERRORS:
-                if self._closed.wait(1.0):
+                self._drop()
+                if self._closed.wait(0.5):
                     return
+                if self._router is not None:
+                    self._router.refresh()
                 continue
-            if message is not None:
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind in ("message", "smessage"):
                 self._consumer._event.set()
+            elif kind in ("sunsubscribe", "unsubscribe"):
+                # The server dropped us: the slot moved. Subscribe where it lives now.
+                self._drop()
+                if self._router is not None:
+                    self._router.refresh(force=True)
 
     def close(self) -> None:
         self._closed.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        try:
-            self._pubsub.close()
-        except TRANSIENT_ERRORS:
-            pass
+        self._drop()

@@ -43,6 +43,8 @@ class ScriptedServer:
                     name = command[0].upper()
                     if name == b"HELLO":
                         conn.sendall(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+                    elif name == b"INFO":  # the client asks once whether this is a cluster
+                        conn.sendall(b"$17\r\ncluster_enabled:0\r\n")
                     elif name != b"EVALSHA":
                         conn.sendall(b"+OK\r\n")
                     else:

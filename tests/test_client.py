@@ -281,3 +281,22 @@ def test_invalid_input_never_reaches_the_server(core: ModuleType) -> None:
     for call in calls:
         with pytest.raises((ValueError, TypeError)):
             call()
+
+
+def test_a_standalone_server_is_not_taken_for_a_cluster(redis_url: str) -> None:
+    with Client(redis_url) as c:
+        assert c.is_cluster is False
+        assert isinstance(c.redis, redis.Redis)
+
+
+def test_cluster_redirections_are_recognised() -> None:
+    from omniq_fast.cluster import redirect_of
+    from omniq_fast.errors import ReplyError
+
+    assert redirect_of(ReplyError("MOVED 3999 127.0.0.1:7001")) == ("MOVED", "127.0.0.1:7001")
+    assert redirect_of(ReplyError("ASK 3999 10.0.0.2:7002")) == ("ASK", "10.0.0.2:7002")
+    assert redirect_of(ReplyError("TRYAGAIN Multiple keys request during rehashing")) == (
+        "TRYAGAIN", "")
+    assert redirect_of(ReplyError("CLUSTERDOWN The cluster is down")) == ("CLUSTERDOWN", "")
+    assert redirect_of(ReplyError("ERR unknown command")) is None
+    assert redirect_of(b"MOVED 1 x:1") is None  # only error replies redirect

@@ -1,0 +1,346 @@
+"""Redis Cluster routing: each queue's commands go straight to the master that owns its slot.
+
+Every key of a queue carries the ``{queue}`` hash tag, so a queue lives in one slot and a
+script touching it runs whole on one master. redis-py's ``RedisCluster`` keeps the topology
+(which master serves which slot, a connection pool per node); we write to those nodes
+through the same :class:`~omniq_fast.transport.Transport` as in standalone mode.
+
+How redirections are handled, and why:
+
+* ``MOVED`` — the slot lives elsewhere and the command did not run. Refresh the topology
+  and send it to the new owner. Safe for every command, scripts included.
+* ``ASK`` — the slot is being migrated. For plain reads we follow it (``ASKING`` and the
+  command on the target). Scripts are *not* followed: an OmniQ script declares one key,
+  ``{Q}:meta``, which never exists, and touches a dozen undeclared keys of the slot. While a
+  slot is ``MIGRATING`` the source therefore answers ``ASK`` to every script before running
+  it, and the target would run it against whatever part of the queue has been copied so
+  far. So a script waits (backing off) until the migration ends and the source answers
+  ``MOVED``: no script runs on a half-moved queue, whatever tool moves it.
+* ``TRYAGAIN``, ``CLUSTERDOWN`` and a refused connection: nothing ran; wait and retry.
+* A connection lost *after* a script was sent: its effect is unknown. Only the scripts in
+  :data:`RESEND_SAFE` are sent again (their lease token or their nature makes a second run
+  harmless); every other script raises :class:`~omniq_fast.errors.ConnectionLost`.
+
+All retrying stops after ``retry_s`` seconds with :class:`ClusterUnavailable`, and that error
+always means the operation did not run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import ModuleType
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import redis
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import ClusterUnavailable, ConnectionLost, InvalidArgument, ReplyError
+from .scripts import Script
+from .transport import Transport
+
+__all__ = ["ClusterRouter", "SlotRoute", "RESEND_SAFE", "redirect_of", "is_cluster", "cluster_client"]
+
+#: Scripts that may be sent again after a connection broke with their effect unknown.
+#: The lease-token scripts check the token a first run cleared (``NOT_ACTIVE`` /
+#: ``TOKEN_MISMATCH`` the second time); promote/reap/pause/resume move what is due and do
+#: the same again; ``child_ack`` records the child id first, so a repeat does not count.
+#: Not here: enqueue (a second run queues the job twice), reserve (leases a second job),
+#: retry/remove and ``childs_init`` (their second answer would hide the first one's).
+RESEND_SAFE = frozenset(
+    {
+        "ack_success", "ack_fail", "heartbeat",
+        "ack_success_batch", "ack_fail_batch", "heartbeat_batch", "release_batch",
+        "promote_delayed", "reap_expired", "pause", "resume", "child_ack",
+    }
+)  # fmt: skip
+
+_CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_BACKOFF_FIRST_S = 0.005
+_BACKOFF_MAX_S = 0.1
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+T = TypeVar("T")
+
+
+def redirect_of(reply: object) -> Optional[tuple[str, str]]:
+    """``(kind, address)`` if ``reply`` is a cluster redirection, else None.
+
+    ``kind`` is ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` (address ``""`` for the
+    last two). Each of them means the command did not run.
+    """
+    if not isinstance(reply, ReplyError):
+        return None
+    message = str(reply)
+    kind, _, rest = message.partition(" ")
+    if kind in ("MOVED", "ASK"):
+        return kind, rest.rpartition(" ")[2]
+    if kind in ("TRYAGAIN", "CLUSTERDOWN"):
+        return kind, ""
+    return None
+
+
+def _major_version(client: RedisCluster) -> int:
+    node = client.get_random_node()  # type: ignore[no-untyped-call]
+    info = client.get_redis_connection(node).info("server")
+    return int(str(info.get("redis_version", "0")).split(".")[0])
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """Whether the server behind ``client`` runs in cluster mode (``INFO cluster``)."""
+    info = client.info("cluster")
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+def cluster_client(client: redis.Redis) -> RedisCluster:
+    """A ``RedisCluster`` reaching the cluster through ``client``'s node, with the same
+    connection settings (password, TLS, timeouts, protocol)."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if kwargs.pop("db", 0):
+        raise InvalidArgument("a Redis Cluster has only database 0; drop the /db from the URL")
+    host, port = kwargs.pop("host", "localhost"), kwargs.pop("port", 6379)
+    if issubclass(pool.connection_class, SSLConnection):
+        kwargs["ssl"] = True  # the ssl_* settings are in kwargs already
+    return RedisCluster(host=host, port=port, **kwargs)
+
+
+class _Patience:
+    """The retry budget of one operation: backs off, then gives up with ClusterUnavailable."""
+
+    __slots__ = ("deadline", "delay", "what", "moved")
+
+    def __init__(self, retry_s: float, what: str) -> None:
+        self.deadline = time.monotonic() + retry_s
+        self.delay = _BACKOFF_FIRST_S
+        self.what = what
+        self.moved = 0
+
+    def wait(self, why: str) -> None:
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise ClusterUnavailable(f"{self.what} did not run: {why}")
+        time.sleep(min(self.delay, self.deadline - now))
+        self.delay = min(self.delay * 2, _BACKOFF_MAX_S)
+
+
+class ClusterRouter:
+    """The cluster's topology and one :class:`Transport` per master.
+
+    ``client`` is a ``RedisCluster``; its node manager is the topology, refreshed here on
+    ``MOVED`` and on connection failures (at most once per ``_MIN_REFRESH_S`` unless the
+    slot map is known to be stale).
+    """
+
+    _MIN_REFRESH_S = 0.05
+
+    def __init__(self, client: RedisCluster, core: ModuleType, retry_s: float) -> None:
+        self.redis = client
+        self.retry_s = retry_s
+        self._core = core
+        self._lock = threading.Lock()
+        self._transports: dict[str, Transport] = {}
+        self._routes: dict[int, SlotRoute] = {}
+        self._refreshed_at = 0.0
+        #: Sharded pub/sub (SPUBLISH/SSUBSCRIBE) came with Redis 7 (Valkey reports 7.2).
+        self.sharded_pubsub = _major_version(client) >= 7
+
+    # ------------------------------------------------------------------ topology
+
+    def route(self, key: str) -> "SlotRoute":
+        """The route of ``key``'s slot (cached: routes hold no node, only the slot)."""
+        slot = key_slot(key.encode())
+        route = self._routes.get(slot)
+        if route is None:
+            route = self._routes.setdefault(slot, SlotRoute(self, slot))
+        return route
+
+    def owner(self, slot: int) -> Optional[Transport]:
+        """The transport of ``slot``'s master, or None if no master is known to serve it."""
+        try:
+            node = self.redis.nodes_manager.get_node_from_slot(slot)
+        except Exception:  # SlotNotCoveredError, or a cache being rebuilt
+            return None
+        return self._transport(node)
+
+    def at_address(self, address: str) -> Optional[Transport]:
+        """The transport of the node at ``host:port`` (after a refresh, if unknown)."""
+        node = self.redis.get_node(node_name=address)  # type: ignore[no-untyped-call]
+        if node is None:
+            self.refresh(force=True)
+            node = self.redis.get_node(node_name=address)  # type: ignore[no-untyped-call]
+        return None if node is None else self._transport(node)
+
+    def _transport(self, node: Any) -> Transport:
+        conn = self.redis.get_redis_connection(node)
+        transport = self._transports.get(node.name)
+        if transport is None or transport.redis is not conn:
+            with self._lock:
+                transport = self._transports.get(node.name)
+                if transport is None or transport.redis is not conn:
+                    transport = self._transports[node.name] = Transport(conn, self._core)
+        return transport
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the slot map from the cluster (skipped if another thread just did)."""
+        with self._lock:
+            if not force and time.monotonic() - self._refreshed_at < self._MIN_REFRESH_S:
+                return
+            try:
+                self.redis.nodes_manager.initialize()
+            except Exception:
+                # No node reachable right now; the caller's patience decides what next.
+                pass
+            self._refreshed_at = time.monotonic()
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class SlotRoute:
+    """Runs commands on whichever master owns one slot, following the cluster as it changes.
+
+    It has the methods of :class:`Transport` the client uses, so client code is the same in
+    both modes.
+    """
+
+    __slots__ = ("_router", "slot")
+
+    def __init__(self, router: ClusterRouter, slot: int) -> None:
+        self._router = router
+        self.slot = slot
+
+    def owner(self, patience: _Patience) -> Transport:
+        """The slot's master now, refreshing and waiting while none is known."""
+        router = self._router
+        while True:
+            transport = router.owner(self.slot)
+            if transport is not None:
+                return transport
+            router.refresh()
+            patience.wait(f"no master serves slot {self.slot}")
+
+    def settle(self, kind: str, patience: _Patience) -> None:
+        """React to a redirection (or a failed connect) before trying again."""
+        if kind == "MOVED":
+            # The first MOVED needs no sleep: the refreshed map names the new owner. Later
+            # ones mean the nodes do not agree yet (a failover being announced).
+            self._router.refresh(force=True)
+            patience.moved += 1
+            if patience.moved > 1:
+                patience.wait(f"slot {self.slot} moved")
+            return
+        if kind != "ASK":
+            self._router.refresh()
+        patience.wait(
+            f"slot {self.slot} is migrating" if kind == "ASK" else f"cluster answered {kind}"
+        )
+
+    def _retrying(self, what: str, send: Callable[[Transport], T]) -> T:
+        """``send`` to the owner until it connects, refreshing the map on failures.
+
+        ``send`` raises a redis-py connection error only when nothing was sent (our
+        transport turns errors after sending into ConnectionLost), so it is safe to retry.
+        """
+        patience = _Patience(self._router.retry_s, what)
+        while True:
+            transport = self.owner(patience)
+            try:
+                return send(transport)
+            except ConnectionLost:
+                raise
+            except _CONNECT_ERRORS as exc:
+                self._router.refresh(force=True)
+                patience.wait(f"cannot connect to the master of slot {self.slot}: {exc}")
+
+    # ------------------------------------------------------------------ Transport's API
+
+    def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
+        data = self._router._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
+        return self.run_encoded(script, data)
+
+    def run_encoded(self, script: Script, data: bytes) -> Any:
+        """Run one encoded EVALSHA of ``script`` on the slot's master; raises error replies."""
+        (reply,) = self.run_many([(script, data)])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def run_many(
+        self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
+    ) -> list[Any]:
+        """:meth:`Transport.run_many` on the slot's master: commands that were redirected
+        (and so did not run) are sent again, in order, until each has a real reply."""
+        what = "+".join(script.name for script, _ in calls) or "command"
+        patience = _Patience(self._router.retry_s, what)
+        replies: list[Any] = [None] * (len(calls) + len(extra))
+        todo = list(range(len(replies)))
+        resend_safe = all(script.name in RESEND_SAFE for script, _ in calls)
+        while todo:
+            sub_calls = [calls[i] for i in todo if i < len(calls)]
+            sub_extra = [extra[i - len(calls)] for i in todo if i >= len(calls)]
+            try:
+                got = self._retrying(what, lambda t: t.run_many(sub_calls, sub_extra))
+            except ConnectionLost:
+                if not resend_safe:
+                    raise
+                self._router.refresh(force=True)
+                patience.wait(f"connection lost to the master of slot {self.slot}")
+                continue
+            left = []
+            kinds = set()
+            for i, reply in zip(todo, got):
+                redirect = redirect_of(reply)
+                if redirect is None:
+                    replies[i] = reply
+                else:
+                    left.append(i)
+                    kinds.add(redirect[0])
+            todo = left
+            if todo:
+                self.settle("MOVED" if kinds == {"MOVED"} else kinds.pop(), patience)
+        return replies
+
+    def command(self, *args: bytes | str | int) -> Any:
+        """One read on the slot's master; raises error replies. Follows ``MOVED`` and
+        ``ASK`` (during a migration a key missing at the source has moved to the target),
+        and, being a read, is simply sent again after a lost connection."""
+        router = self._router
+        what = str(args[0])
+        data = router._core.encode_command(args)
+        patience = _Patience(router.retry_s, what)
+        asking: Optional[Transport] = None
+        while True:
+            target = asking
+            asking = None
+
+            def send(owner: Transport) -> Any:
+                if target is None:
+                    return owner.roundtrip(data, 1, what)[0]
+                return target.roundtrip(_ASKING + data, 2, what)[1]
+
+            try:
+                reply = self._retrying(what, send)
+            except ConnectionLost:
+                router.refresh(force=True)
+                patience.wait(f"connection lost to the master of slot {self.slot}")
+                continue
+            redirect = redirect_of(reply)
+            if redirect is None:
+                if isinstance(reply, ReplyError):
+                    raise reply
+                return reply
+            kind, address = redirect
+            if kind == "ASK" and address:
+                asking = router.at_address(address)
+                if asking is not None:
+                    continue
+            self.settle(kind, patience)
+
+    def owner_transport(self) -> Transport:
+        """The slot's master now (for streams, which handle redirections themselves)."""
+        return self.owner(_Patience(self._router.retry_s, "stream"))

@@ -1,0 +1,177 @@
+"""Streams of batched script calls for many queues: one pipeline per node, nodes in parallel.
+
+``publish_many`` hands its batches here. Each queue's batches go to the node that owns the
+queue (in standalone mode, the one server): the queues of one node share a single
+connection, their batches interleaved, with the next batch on the wire while the node runs
+the current one; different nodes run at the same time, one thread each.
+
+In a cluster a batch can come back redirected (``MOVED``, ``ASK``, ``TRYAGAIN``,
+``CLUSTERDOWN``), which means it did not run. That queue stops feeding its node; once the
+node's stream is drained, its redirected batches (in their order) and its remaining source
+are planned again on the refreshed map. Scripts are never followed through ``ASK``, for the
+reason given in :mod:`omniq_fast.cluster`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Optional, TypeVar
+
+from .cluster import _Patience, redirect_of
+from .errors import ConnectionLost
+from .scripts import Script
+from .transport import Batch, Transport
+
+if TYPE_CHECKING:
+    from ._base import ClientBase
+
+__all__ = ["QueueStream", "run_streams", "StreamsFailed"]
+
+T = TypeVar("T")
+
+
+class QueueStream(Generic[T]):
+    """One queue's batches: ``source`` yields them; ``retry`` holds redirected ones."""
+
+    __slots__ = ("anchor", "source", "retry", "redirect", "exhausted")
+
+    def __init__(self, anchor: str, source: Iterator[Batch[T]]) -> None:
+        self.anchor = anchor
+        self.source = source
+        self.retry: deque[Batch[T]] = deque()
+        self.redirect: Optional[str] = None  # the redirect kind seen this round
+        self.exhausted = False
+
+    def next_batch(self) -> Optional[Batch[T]]:
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        try:
+            return next(self.source)
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    @property
+    def finished(self) -> bool:
+        return self.exhausted and not self.retry
+
+
+class StreamsFailed(Exception):
+    """The first failure of any node's stream (``cause``), and the tags whose batches were
+    in flight when a connection broke (``unknown``)."""
+
+    def __init__(self, cause: BaseException, unknown: list[Any]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.unknown = unknown
+
+
+def run_streams(
+    client: ClientBase,
+    streams: list[QueueStream[T]],
+    script: Script,
+    on_reply: Callable[[T, list[Any]], None],
+) -> None:
+    """Send every stream's batches of ``script`` calls; ``on_reply(tag, replies)`` is
+    called for each batch that ran, in each queue's order (from several threads when
+    the queues live on several nodes). Raises :class:`StreamsFailed` on the first error;
+    the other nodes then stop taking new batches and drain what they have in flight."""
+    router = client._mode()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    unknown: list[Any] = []
+    lock = threading.Lock()
+    patience: Optional[_Patience] = None  # starts when the cluster first gets in the way
+    progress = threading.Event()  # some batch ran this round
+
+    def fail(exc: BaseException) -> None:
+        with lock:
+            failures.append(exc)
+            if isinstance(exc, ConnectionLost):
+                unknown.extend(exc.unknown)
+        stop.set()
+
+    def feed(group: list[QueueStream[T]]) -> Iterator[Batch[tuple[QueueStream[T], Batch[T]]]]:
+        active = deque(group)
+        while active and not stop.is_set():
+            stream = active.popleft()
+            if stream.redirect is not None:
+                continue  # its later batches would bounce too; replan them
+            batch = stream.next_batch()
+            if batch is None:
+                continue
+            active.append(stream)
+            yield Batch(batch.data, batch.count, (stream, batch))
+
+    def run_node(transport: Transport, group: list[QueueStream[T]]) -> None:
+        try:
+            for (stream, batch), replies in transport.stream(feed(group), script):
+                redirect = redirect_of(replies[0]) if router is not None else None
+                if redirect is not None:
+                    stream.redirect = redirect[0]
+                    stream.retry.append(batch)  # in order: later ones bounce after it
+                else:
+                    on_reply(batch.tag, replies)
+                    progress.set()
+        except ConnectionLost as exc:
+            exc.unknown = [batch.tag for _, batch in exc.unknown]
+            fail(exc)
+        except Exception as exc:
+            if router is not None and _nothing_sent(exc):
+                for stream in group:
+                    stream.redirect = "CONNECT"
+                return
+            fail(exc)
+
+    pending = list(streams)
+    while pending and not stop.is_set():
+        if progress.is_set():
+            patience = None  # a new obstacle gets the whole retry budget again
+            progress.clear()
+        groups: dict[int, tuple[Transport, list[QueueStream[T]]]] = {}
+        for stream in pending:
+            stream.redirect = None
+            route = client._at(stream.anchor)
+            if router is None:
+                transport = route
+            else:
+                if patience is None:
+                    patience = _Patience(router.retry_s, script.name)
+                transport = route.owner(patience)  # type: ignore[union-attr]
+            groups.setdefault(id(transport), (transport, []))[1].append(stream)  # type: ignore[arg-type]
+        work = list(groups.values())
+        if len(work) == 1:
+            run_node(*work[0])
+        else:
+            threads = [threading.Thread(target=run_node, args=w, daemon=True) for w in work]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        pending = [s for s in pending if not s.finished]
+        if not pending or stop.is_set() or router is None:
+            break
+        kinds = {s.redirect for s in pending if s.redirect is not None}
+        if patience is None:
+            patience = _Patience(router.retry_s, script.name)
+        if kinds <= {"MOVED"}:
+            router.refresh(force=True)
+            patience.moved += 1
+            if patience.moved > 1:
+                patience.wait("slots moved")
+        else:
+            router.refresh()
+            patience.wait(f"cluster answered {', '.join(sorted(k for k in kinds if k))}")
+    if failures:
+        raise StreamsFailed(failures[0], unknown)
+
+
+def _nothing_sent(exc: BaseException) -> bool:
+    """A connect failure at the start of a node's stream: redis-py's own connection errors
+    (ours after sending are ConnectionLost)."""
+    from .cluster import _CONNECT_ERRORS
+
+    return isinstance(exc, _CONNECT_ERRORS)
