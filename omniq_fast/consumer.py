@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 __all__ = [
+    "StopOnSignals",
     "JobCtx",
     "Exec",
     "CheckCompletion",
@@ -70,7 +71,53 @@ def _is_async(handler: Handler) -> bool:
     )
 
 
-class Consumer:
+class StopOnSignals:
+    """SIGTERM and Ctrl+C handling shared by :class:`Consumer` and the multi-queue
+    consumer: SIGTERM stops gracefully; the first Ctrl+C drains (with ``drain``), the
+    next one (or the first, without ``drain``) exits at once."""
+
+    queue: Any
+    drain: bool
+    stop_on_ctrl_c: bool
+    _sigint_count: int
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _line(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
+        self._line(f"SIGTERM received; stopping... queue={self.queue}")
+        self.stop()
+
+    def _on_sigint(self, signum: int, frame: Optional[FrameType]) -> None:
+        self._sigint_count += 1
+        if self.drain and self._sigint_count == 1:
+            self._line("Ctrl+C received; draining current job then exiting.")
+            self.stop()
+            return
+        self._line("SIGINT x2; hard exit now." if self.drain else "KeyboardInterrupt; exiting now.")
+        self.stop()
+        raise KeyboardInterrupt
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signal handlers can only be set from the main thread
+        old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
+        old_int = signal.signal(signal.SIGINT, self._on_sigint) if self.stop_on_ctrl_c else None
+
+        def restore() -> None:
+            # None means the old handler was not set from Python; it cannot be put back.
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+
+        return restore
+
+
+class Consumer(StopOnSignals):
     """A consumer of one queue; :meth:`run` blocks until stopped.
 
     Stop it with :meth:`stop` (from any thread), ``max_jobs``, SIGTERM, or Ctrl+C. With
@@ -162,35 +209,6 @@ class Consumer:
     def _line(self, text: str) -> None:
         if self.verbose:
             self._say(f"[consume] {text}")
-
-    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
-        self._line(f"SIGTERM received; stopping... queue={self.queue}")
-        self.stop()
-
-    def _on_sigint(self, signum: int, frame: Optional[FrameType]) -> None:
-        self._sigint_count += 1
-        if self.drain and self._sigint_count == 1:
-            self._line("Ctrl+C received; draining current job then exiting.")
-            self.stop()
-            return
-        self._line("SIGINT x2; hard exit now." if self.drain else "KeyboardInterrupt; exiting now.")
-        self.stop()
-        raise KeyboardInterrupt
-
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None  # signal handlers can only be set from the main thread
-        old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
-        old_int = signal.signal(signal.SIGINT, self._on_sigint) if self.stop_on_ctrl_c else None
-
-        def restore() -> None:
-            # None means the old handler was not set from Python; it cannot be put back.
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
-            if old_int is not None:
-                signal.signal(signal.SIGINT, old_int)
-
-        return restore
 
     # ------------------------------------------------------------------ run
 
@@ -348,7 +366,7 @@ class Consumer:
                     (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, arg))))  # fmt: skip
                 plan.append(("reserve", now_ms))
         try:
-            replies = client._transport.run_many(encoded)
+            replies = client._at(self._anchor).run_many(encoded)
         except TRANSIENT_ERRORS:
             # Acks in this round trip may or may not have landed; if not, their leases
             # expire and the jobs are retried. Jobs it may have reserved likewise.
