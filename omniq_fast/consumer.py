@@ -190,6 +190,7 @@ class Consumer(StopOnSignals):
         self._done: deque[tuple[JobCtx, Optional[str], float]] = deque()
         self._acks_ok: list[JobCtx] = []
         self._acks_fail: list[tuple[JobCtx, str]] = []
+        self._resent: set[str] = set()  # ids whose ack is being sent again
         self._oldest_ack = 0.0
         self._handler_time: Optional[float] = None  # moving average of handler seconds
         self._got_jobs = False  # the last reserve handed out jobs
@@ -368,9 +369,13 @@ class Consumer(StopOnSignals):
         try:
             replies = client._at(self._anchor).run_many(encoded)
         except TRANSIENT_ERRORS:
-            # Acks in this round trip may or may not have landed; if not, their leases
-            # expire and the jobs are retried. Jobs it may have reserved likewise.
+            # Acks in this round trip may or may not have landed. They are sent again with
+            # the next round trip: an ack is gated by its lease token, so a second one is
+            # refused if the first landed, and the job is not left to run again when its
+            # lease expires. A reserve that may have run is not repeated; jobs it may have
+            # leased come back when their leases expire.
             log.warning("round trip failed on %s; backing off", self.queue, exc_info=True)
+            self._requeue_acks(plan)
             self._paused = True
             return
         for (kind, arg), reply in zip(plan, replies):
@@ -409,9 +414,23 @@ class Consumer(StopOnSignals):
         for interval, ctxs in by_interval.items():
             self._beats.add_many(ctxs, interval)
 
+    def _requeue_acks(self, plan: list[tuple[str, Any]]) -> None:
+        """Put the acks of a failed round trip back in front of any newer ones."""
+        ok = [ctx for kind, arg in plan if kind == "ack_ok" for ctx in arg]
+        fail = [item for kind, arg in plan if kind == "ack_fail" for item in arg]
+        if not ok and not fail:
+            return
+        self._resent.update(ctx.job_id for ctx in ok)
+        self._resent.update(ctx.job_id for ctx, _ in fail)
+        if not self._acks_ok and not self._acks_fail:
+            self._oldest_ack = time.monotonic()
+        self._acks_ok = ok + self._acks_ok
+        self._acks_fail = fail + self._acks_fail
+
     def _acked(self, ctxs: list[JobCtx], results: list[Any]) -> None:
         for ctx, result in zip(ctxs, results):
             if result.status == "OK":
+                self._resent.discard(ctx.job_id)
                 self.stats.succeeded += 1
                 self._line(f"ack success job_id={ctx.job_id}")
             else:
@@ -422,6 +441,7 @@ class Consumer(StopOnSignals):
             if result.status == "ERR":
                 self._refused(ctx, "ack_fail", result.reason)
                 continue
+            self._resent.discard(ctx.job_id)
             self.stats.failed += 1
             if result.status == "RETRY":
                 self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={result.ms}")
@@ -430,6 +450,13 @@ class Consumer(StopOnSignals):
             self._line(f"error job_id={ctx.job_id} => {message}")
 
     def _refused(self, ctx: JobCtx, op: str, reason: Optional[str]) -> None:
+        if ctx.job_id in self._resent:
+            # Sent again after a lost connection: the first one most likely landed.
+            self._resent.discard(ctx.job_id)
+            self.stats.ack_unknown += 1
+            log.info("%s re-sent for job %s was refused (%s): the first one landed, "
+                     "or the lease ran out meanwhile", op, ctx.job_id, reason)  # fmt: skip
+            return
         # The lease was taken between the last heartbeat and the ack.
         ctx.lease_lost = True
         self.stats.lease_lost += 1

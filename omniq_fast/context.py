@@ -106,3 +106,7 @@ class ConsumerStats:
     succeeded: int = 0
     failed: int = 0
     lease_lost: int = 0
+    #: Acks sent again after a lost connection and refused: the first one most likely
+    #: landed (or the lease ran out meanwhile); counted in neither ``succeeded`` nor
+    #: ``failed``.
+    ack_unknown: int = 0
