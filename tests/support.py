@@ -13,6 +13,19 @@ import redis
 from omniq_fast.scripts import script
 
 
+def connect(url: str, **options: Any) -> Any:
+    """A redis-py client for ``url``: a ``RedisCluster`` when the server is a cluster node
+    (the tests under tests/cluster re-run modules written for one server)."""
+    probe = redis.Redis.from_url(url)
+    try:
+        clustered = bool(probe.info("cluster").get("cluster_enabled"))
+    finally:
+        probe.close()
+    if clustered:
+        return redis.RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
 def snapshot(r: redis.Redis, *prefixes: str) -> dict[bytes, Any]:
     """Every key starting with one of ``prefixes``: its type, full value and TTL.
 

@@ -198,6 +198,9 @@ _OFFICIAL_CONSUMER = textwrap.dedent("""
                          username=parts.username, password=parts.password)
     r = redis.Redis(host=parts.hostname, port=parts.port or 6379, db=db,
                     username=parts.username, password=parts.password)
+    if r.info("cluster").get("cluster_enabled"):  # tests/cluster runs this too
+        r = redis.RedisCluster(host=parts.hostname, port=parts.port or 6379,
+                               username=parts.username, password=parts.password)
     seen_key = "{" + queue + "}:test:seen"
 
     def handler(ctx):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import decoded
-from support import delete_prefixed, run_script, snapshot
+from support import connect, delete_prefixed, run_script, snapshot
 
 NOW = 1_700_000_000_000
 LANES = ("wait", "delayed", "failed", "completed", "gwait")
@@ -57,14 +57,14 @@ def _official(url: str, conn: Any = None) -> Any:
     from omniq.client import OmniqClient as OfficialClient
 
     # The official client reads str replies (its own connections decode responses).
-    return OfficialClient(redis=conn or redis.Redis.from_url(url, decode_responses=True))
+    return OfficialClient(redis=conn or connect(url, decode_responses=True))
 
 
 class Oracle:
     """The official client on the oracle db; ``call`` returns (public outcome, raw reply)."""
 
     def __init__(self, url: str) -> None:
-        self.tap = Tap(redis.Redis.from_url(url, decode_responses=True))
+        self.tap = Tap(connect(url, decode_responses=True))
         self.client = _official(url, self.tap)
 
     def call(self, method: str, argv: list[str] | None = None, **kwargs: Any) -> tuple[Any, Any]:
