@@ -18,8 +18,8 @@ How redirections are handled, and why:
   ``MOVED``: no script runs on a half-moved queue, whatever tool moves it.
 * ``TRYAGAIN``, ``CLUSTERDOWN`` and a refused connection: nothing ran; wait and retry.
 * A connection lost *after* a script was sent: its effect is unknown. Only the scripts in
-  :data:`RESEND_SAFE` are sent again (their lease token or their nature makes a second run
-  harmless); every other script raises :class:`~omniq_fast.errors.ConnectionLost`.
+  :data:`RESEND_SAFE` are sent again (a second run changes nothing more);
+  every other script raises :class:`~omniq_fast.errors.ConnectionLost`.
 
 All retrying stops after ``retry_s`` seconds with :class:`ClusterUnavailable`, and that error
 always means the operation did not run.
@@ -43,21 +43,22 @@ from .errors import ClusterUnavailable, ConnectionLost, InvalidArgument, ReplyEr
 from .scripts import Script
 from .transport import Transport
 
-__all__ = ["ClusterRouter", "SlotRoute", "RESEND_SAFE", "redirect_of", "is_cluster", "cluster_client"]
+__all__ = [
+    "ClusterRouter", "SlotRoute", "RESEND_SAFE", "redirect_of", "is_cluster", "cluster_client",
+]
 
-#: Scripts that may be sent again after a connection broke with their effect unknown.
-#: The lease-token scripts check the token a first run cleared (``NOT_ACTIVE`` /
-#: ``TOKEN_MISMATCH`` the second time); promote/reap/pause/resume move what is due and do
-#: the same again; ``child_ack`` records the child id first, so a repeat does not count.
-#: Not here: enqueue (a second run queues the job twice), reserve (leases a second job),
-#: retry/remove and ``childs_init`` (their second answer would hide the first one's).
+#: Scripts sent again after a connection broke with their effect unknown, because a second
+#: run changes nothing more: ``heartbeat`` sets the same lock again (same ``now``) and
+#: answers the same; ``child_ack`` records the child id before it counts, so a repeat
+#: reports the same remainder; promote and reap move only what is still due (their count
+#: then leaves out the first run's, which only the consumer's housekeeping reads). Not here: enqueue
+#: (a second run queues the job twice), reserve (leases a second job), and the acks,
+#: release, retry, remove, pause/resume and ``childs_init``, whose second run would be
+#: refused or answer differently, hiding the first one's outcome from the caller. The
+#: consumer re-sends its own acks and counts a refusal as ``ack_unknown``.
 RESEND_SAFE = frozenset(
-    {
-        "ack_success", "ack_fail", "heartbeat",
-        "ack_success_batch", "ack_fail_batch", "heartbeat_batch", "release_batch",
-        "promote_delayed", "reap_expired", "pause", "resume", "child_ack",
-    }
-)  # fmt: skip
+    {"heartbeat", "heartbeat_batch", "promote_delayed", "reap_expired", "child_ack"}
+)
 
 _CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _BACKOFF_FIRST_S = 0.005

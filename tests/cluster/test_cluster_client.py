@@ -228,3 +228,35 @@ def test_a_moved_queue_is_followed(client: Client, cluster: Any, qname: str) -> 
     assert not node_keys(source, "{" + qname + "}*")
     more = client.publish_many_queues({qname: [{"n": i} for i in range(50)]})
     assert len(more[qname]) == 50
+
+
+def test_after_a_lost_connection_only_harmless_scripts_are_sent_again(
+    client: Client, qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first call of each kind runs on the server, then its connection "breaks"."""
+    from omniq_fast import ConnectionLost
+
+    job_id = client.publish(qname, {"a": 1})
+    job = client.reserve(qname)
+    route = client._at("{" + qname + "}:meta")
+    assert isinstance(route, SlotRoute)
+    transport = route.owner_transport()
+    real = transport.run_many
+    sent: list[str] = []
+
+    def breaks_after_running(calls: Any, extra: Any = ()) -> Any:
+        sent.extend(s.name for s, _ in calls)
+        replies = real(calls, extra)
+        if len(sent) == 1:
+            raise ConnectionLost("simulated: the reply was lost")
+        return replies
+
+    monkeypatch.setattr(transport, "run_many", breaks_after_running)
+    lock = client.heartbeat(qname, job_id, job.lease_token)  # type: ignore[union-attr]
+    assert sent == ["heartbeat", "heartbeat"] and lock > 0
+    sent.clear()
+    with pytest.raises(ConnectionLost):
+        client.ack_success(qname, job_id, job.lease_token)  # type: ignore[union-attr]
+    assert sent == ["ack_success"]  # not re-sent: a second run would answer NOT_ACTIVE
+    monkeypatch.undo()
+    assert client.redis.hget(f"{{{qname}}}:job:{job_id}", "state") == b"completed"
