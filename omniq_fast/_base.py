@@ -12,7 +12,7 @@ from redis.cluster import RedisCluster
 
 from . import _compat
 from .cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
-from .errors import InvalidArgument, ProtocolError, ReplyError, lease_error
+from .errors import InvalidArgument, ProtocolError, lease_error
 from .keys import queue_anchor, validate_queue_name, wake_channel
 from .options import check_int, check_number
 from .scripts import script
@@ -178,7 +178,7 @@ class ClientBase:
         anchor = queue_anchor(queue)
         data = self._core.encode_command((b"EVALSHA", s.sha, b"1", anchor, *argv))
         reply = self._at(anchor).run_many([(s, data)], [self._wake_command(queue)])[0]
-        if isinstance(reply, ReplyError):
+        if isinstance(reply, Exception):
             raise reply
         return reply
 

@@ -146,6 +146,7 @@ class ClusterRouter:
         self._lock = threading.Lock()
         self._transports: dict[str, Transport] = {}
         self._routes: dict[int, SlotRoute] = {}
+        self._moved: dict[int, str] = {}  # slot -> "host:port" a MOVED reply named
         self._refreshed_at = 0.0
         #: Sharded pub/sub (SPUBLISH/SSUBSCRIBE) came with Redis 7 (Valkey reports 7.2).
         self.sharded_pubsub = _major_version(client) >= 7
@@ -161,20 +162,43 @@ class ClusterRouter:
         return route
 
     def owner(self, slot: int) -> Optional[Transport]:
-        """The transport of ``slot``'s master, or None if no master is known to serve it."""
+        """The transport of ``slot``'s master, or None if no master is known to serve it.
+
+        A ``MOVED`` reply names the new owner with authority (the node that gave the slot
+        up); it is used until the slot map agrees, since a map refreshed from a node that
+        has not heard of the move yet would send us back."""
+        moved_to = self._moved.get(slot)
         try:
             node = self.redis.nodes_manager.get_node_from_slot(slot)
         except Exception:  # SlotNotCoveredError, or a cache being rebuilt
-            return None
-        return self._transport(node)
+            node = None
+        if moved_to is not None:
+            if node is not None and node.name == moved_to:
+                self._moved.pop(slot, None)
+            else:
+                return self.at_address(moved_to)
+        return None if node is None else self._transport(node)
+
+    def moved(self, slot: int, address: str) -> None:
+        """Record a ``MOVED slot address`` answer, and refresh the map for other slots."""
+        self._moved[slot] = address
+        self.refresh()
 
     def at_address(self, address: str) -> Optional[Transport]:
-        """The transport of the node at ``host:port`` (after a refresh, if unknown)."""
+        """The transport of the node at ``host:port``, connected like the others."""
         node = self.redis.get_node(node_name=address)  # type: ignore[no-untyped-call]
-        if node is None:
-            self.refresh(force=True)
-            node = self.redis.get_node(node_name=address)  # type: ignore[no-untyped-call]
-        return None if node is None else self._transport(node)
+        if node is not None:
+            return self._transport(node)
+        transport = self._transports.get(address)
+        if transport is None:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                return None
+            kwargs = self.redis.get_connection_kwargs()  # type: ignore[no-untyped-call]
+            conn = redis.Redis(host=host, port=int(port), **kwargs)
+            with self._lock:
+                transport = self._transports.setdefault(address, Transport(conn, self._core))
+        return transport
 
     def _transport(self, node: Any) -> Transport:
         conn = self.redis.get_redis_connection(node)
@@ -225,18 +249,19 @@ class SlotRoute:
             router.refresh()
             patience.wait(f"no master serves slot {self.slot}")
 
-    def settle(self, kind: str, patience: _Patience) -> None:
+    def settle(self, redirect: tuple[str, str], patience: _Patience) -> None:
         """React to a redirection (or a failed connect) before trying again."""
-        if kind == "MOVED":
-            # The first MOVED needs no sleep: the refreshed map names the new owner. Later
-            # ones mean the nodes do not agree yet (a failover being announced).
-            self._router.refresh(force=True)
+        kind, address = redirect
+        if kind == "MOVED" and address:
+            # The first MOVED needs no sleep: it names the new owner. Later ones mean the
+            # nodes do not agree yet (a failover being announced).
+            self._router.moved(self.slot, address)
             patience.moved += 1
             if patience.moved > 1:
                 patience.wait(f"slot {self.slot} moved")
             return
         if kind != "ASK":
-            self._router.refresh()
+            self._router.refresh(force=True)
         patience.wait(
             f"slot {self.slot} is migrating" if kind == "ASK" else f"cluster answered {kind}"
         )
@@ -275,36 +300,61 @@ class SlotRoute:
         self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
     ) -> list[Any]:
         """:meth:`Transport.run_many` on the slot's master: commands that were redirected
-        (and so did not run) are sent again, in order, until each has a real reply."""
+        (and so did not run) are sent again, in order, until each has a real reply.
+
+        If the slot stays unavailable, :class:`ClusterUnavailable` is raised when no script
+        ran; when some did run (the slot started to move between two of them),
+        the ones that did not get a ClusterUnavailable *value* in their place instead."""
         what = "+".join(script.name for script, _ in calls) or "command"
         patience = _Patience(self._router.retry_s, what)
         replies: list[Any] = [None] * (len(calls) + len(extra))
         todo = list(range(len(replies)))
         resend_safe = all(script.name in RESEND_SAFE for script, _ in calls)
         while todo:
-            sub_calls = [calls[i] for i in todo if i < len(calls)]
-            sub_extra = [extra[i - len(calls)] for i in todo if i >= len(calls)]
             try:
-                got = self._retrying(what, lambda t: t.run_many(sub_calls, sub_extra))
-            except ConnectionLost:
-                if not resend_safe:
-                    raise
-                self._router.refresh(force=True)
-                patience.wait(f"connection lost to the master of slot {self.slot}")
-                continue
-            left = []
-            kinds = set()
-            for i, reply in zip(todo, got):
-                redirect = redirect_of(reply)
-                if redirect is None:
-                    replies[i] = reply
-                else:
-                    left.append(i)
-                    kinds.add(redirect[0])
-            todo = left
-            if todo:
-                self.settle("MOVED" if kinds == {"MOVED"} else kinds.pop(), patience)
+                todo = self._send_round(calls, extra, todo, replies, patience, resend_safe)
+            except ClusterUnavailable as exc:
+                if all(i in todo for i in range(len(calls))):
+                    raise  # no script ran (a wake in ``extra`` changes no state)
+                for i in todo:
+                    replies[i] = exc
+                break
         return replies
+
+    def _send_round(
+        self,
+        calls: Sequence[tuple[Script, bytes]],
+        extra: Sequence[bytes],
+        todo: list[int],
+        replies: list[Any],
+        patience: _Patience,
+        resend_safe: bool,
+    ) -> list[int]:
+        """Send the commands ``todo`` indexes once; fill in their replies; return those
+        to send again."""
+        sub_calls = [calls[i] for i in todo if i < len(calls)]
+        sub_extra = [extra[i - len(calls)] for i in todo if i >= len(calls)]
+        try:
+            got = self._retrying(patience.what, lambda t: t.run_many(sub_calls, sub_extra))
+        except ConnectionLost:
+            if not resend_safe:
+                raise
+            self._router.refresh(force=True)
+            patience.wait(f"connection lost to the master of slot {self.slot}")
+            return todo
+        left = []
+        seen: Optional[tuple[str, str]] = None
+        for i, reply in zip(todo, got):
+            redirect = redirect_of(reply)
+            if redirect is None:
+                replies[i] = reply
+            else:
+                left.append(i)
+                if seen is None or seen[0] == "MOVED":  # any other kind means wait
+                    seen = redirect
+        if seen is not None:
+            self.settle(seen, patience)
+        return left
 
     def command(self, *args: bytes | str | int) -> Any:
         """One read on the slot's master; raises error replies. Follows ``MOVED`` and
@@ -340,7 +390,7 @@ class SlotRoute:
                 asking = router.at_address(address)
                 if asking is not None:
                     continue
-            self.settle(kind, patience)
+            self.settle(redirect, patience)
 
     def owner_transport(self) -> Transport:
         """The slot's master now (for streams, which handle redirections themselves)."""

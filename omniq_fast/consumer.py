@@ -31,7 +31,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
-from .errors import TRANSIENT_ERRORS
+from .errors import TRANSIENT_ERRORS, ClusterUnavailable
 from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
 from .keys import queue_anchor, validate_queue_name
 from .scripts import script
@@ -379,7 +379,11 @@ class Consumer(StopOnSignals):
             self._paused = True
             return
         for (kind, arg), reply in zip(plan, replies):
-            if isinstance(reply, Exception):
+            if isinstance(reply, ClusterUnavailable) and kind in ("ack_ok", "ack_fail"):
+                # The slot moved between the calls of this round trip and these acks did
+                # not run: send them with the next one.
+                self._requeue_acks([(kind, arg)], maybe_landed=False)
+            elif isinstance(reply, Exception):
                 log.warning("%s failed on %s: %s", kind, self.queue, reply)
             elif kind == "ack_ok":
                 self._acked(arg, core.parse_job_results(reply, [c.job_id for c in arg], 1))
@@ -414,14 +418,15 @@ class Consumer(StopOnSignals):
         for interval, ctxs in by_interval.items():
             self._beats.add_many(ctxs, interval)
 
-    def _requeue_acks(self, plan: list[tuple[str, Any]]) -> None:
+    def _requeue_acks(self, plan: list[tuple[str, Any]], maybe_landed: bool = True) -> None:
         """Put the acks of a failed round trip back in front of any newer ones."""
         ok = [ctx for kind, arg in plan if kind == "ack_ok" for ctx in arg]
         fail = [item for kind, arg in plan if kind == "ack_fail" for item in arg]
         if not ok and not fail:
             return
-        self._resent.update(ctx.job_id for ctx in ok)
-        self._resent.update(ctx.job_id for ctx, _ in fail)
+        if maybe_landed:
+            self._resent.update(ctx.job_id for ctx in ok)
+            self._resent.update(ctx.job_id for ctx, _ in fail)
         if not self._acks_ok and not self._acks_fail:
             self._oldest_ack = time.monotonic()
         self._acks_ok = ok + self._acks_ok

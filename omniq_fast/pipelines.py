@@ -18,8 +18,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Optional, TypeVar
 
-from .cluster import _Patience, redirect_of
-from .errors import ConnectionLost
+from .cluster import _CONNECT_ERRORS, ClusterRouter, SlotRoute, _Patience, redirect_of
+from .errors import ClusterUnavailable, ConnectionLost
 from .scripts import Script
 from .transport import Batch, Transport
 
@@ -40,7 +40,7 @@ class QueueStream(Generic[T]):
         self.anchor = anchor
         self.source = source
         self.retry: deque[Batch[T]] = deque()
-        self.redirect: Optional[str] = None  # the redirect kind seen this round
+        self.redirect: Optional[tuple[str, str]] = None  # (kind, address) seen this round
         self.exhausted = False
 
     def next_batch(self) -> Optional[Batch[T]]:
@@ -111,7 +111,7 @@ def run_streams(
             for (stream, batch), replies in transport.stream(feed(group), script):
                 redirect = redirect_of(replies[0]) if router is not None else None
                 if redirect is not None:
-                    stream.redirect = redirect[0]
+                    stream.redirect = redirect
                     stream.retry.append(batch)  # in order: later ones bounce after it
                 else:
                     on_reply(batch.tag, replies)
@@ -122,7 +122,7 @@ def run_streams(
         except Exception as exc:
             if router is not None and _nothing_sent(exc):
                 for stream in group:
-                    stream.redirect = "CONNECT"
+                    stream.redirect = ("CONNECT", "")
                 return
             fail(exc)
 
@@ -131,18 +131,13 @@ def run_streams(
         if progress.is_set():
             patience = None  # a new obstacle gets the whole retry budget again
             progress.clear()
-        groups: dict[int, tuple[Transport, list[QueueStream[T]]]] = {}
-        for stream in pending:
-            stream.redirect = None
-            route = client._at(stream.anchor)
-            if router is None:
-                transport = route
-            else:
-                if patience is None:
-                    patience = _Patience(router.retry_s, script.name)
-                transport = route.owner(patience)  # type: ignore[union-attr]
-            groups.setdefault(id(transport), (transport, []))[1].append(stream)  # type: ignore[arg-type]
-        work = list(groups.values())
+        if router is not None and patience is None:
+            patience = _Patience(router.retry_s, script.name)
+        try:
+            work = _plan(client, pending, patience)
+        except ClusterUnavailable as exc:
+            fail(exc)  # some batches may have run: the caller must hear which
+            break
         if len(work) == 1:
             run_node(*work[0])
         else:
@@ -152,26 +147,59 @@ def run_streams(
             for thread in threads:
                 thread.join()
         pending = [s for s in pending if not s.finished]
-        if not pending or stop.is_set() or router is None:
+        if not pending or stop.is_set() or router is None or patience is None:
             break
-        kinds = {s.redirect for s in pending if s.redirect is not None}
-        if patience is None:
-            patience = _Patience(router.retry_s, script.name)
-        if kinds <= {"MOVED"}:
-            router.refresh(force=True)
-            patience.moved += 1
-            if patience.moved > 1:
-                patience.wait("slots moved")
-        else:
-            router.refresh()
-            patience.wait(f"cluster answered {', '.join(sorted(k for k in kinds if k))}")
+        try:
+            _settle(client, router, pending, patience)
+        except ClusterUnavailable as exc:
+            fail(exc)
+            break
     if failures:
         raise StreamsFailed(failures[0], unknown)
+
+
+def _plan(
+    client: ClientBase, streams: list[QueueStream[T]], patience: Optional[_Patience]
+) -> list[tuple[Transport, list[QueueStream[T]]]]:
+    """Group the streams by the node that owns each queue now."""
+    groups: dict[int, tuple[Transport, list[QueueStream[T]]]] = {}
+    for stream in streams:
+        stream.redirect = None
+        route = client._at(stream.anchor)
+        if isinstance(route, SlotRoute):
+            assert patience is not None
+            transport = route.owner(patience)
+        else:
+            transport = route
+        groups.setdefault(id(transport), (transport, []))[1].append(stream)
+    return list(groups.values())
+
+
+def _settle(
+    client: ClientBase, router: ClusterRouter, streams: list[QueueStream[T]], patience: _Patience
+) -> None:
+    """After a round with redirections: note where MOVED sent each queue, and wait unless
+    every queue was simply moved (a migration, a failover or a down node takes time)."""
+    moved_only = True
+    for stream in streams:
+        if stream.redirect is None:
+            continue
+        kind, address = stream.redirect
+        if kind == "MOVED" and address:
+            router.moved(router.route(stream.anchor).slot, address)
+        else:
+            moved_only = False
+    if moved_only:
+        patience.moved += 1
+        if patience.moved > 1:
+            patience.wait("the cluster's nodes do not agree on who owns the slots yet")
+        return
+    router.refresh(force=True)
+    kinds = sorted({s.redirect[0] for s in streams if s.redirect is not None})
+    patience.wait(f"cluster answered {', '.join(kinds)}")
 
 
 def _nothing_sent(exc: BaseException) -> bool:
     """A connect failure at the start of a node's stream: redis-py's own connection errors
     (ours after sending are ConnectionLost)."""
-    from .cluster import _CONNECT_ERRORS
-
     return isinstance(exc, _CONNECT_ERRORS)

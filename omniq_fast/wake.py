@@ -59,6 +59,7 @@ class WakeListener:
         else:
             pubsub.subscribe(self._channel)
         self._pubsub = pubsub
+        log.debug("listening on %s at %s", self._channel, pubsub.connection)
 
     def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -73,8 +74,11 @@ class WakeListener:
             try:
                 if self._pubsub is None:
                     self._subscribe()
+                    # Jobs announced while we were not listening: look once now.
+                    self._consumer._event.set()
                 message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=0.5)
-            except TRANSIENT_ERRORS:
+            except TRANSIENT_ERRORS as exc:
+                log.debug("wake channel %s failed (%s); subscribing again", self._channel, exc)
                 self._drop()
                 if self._closed.wait(0.5):
                     return
@@ -88,6 +92,7 @@ class WakeListener:
                 self._consumer._event.set()
             elif kind in ("sunsubscribe", "unsubscribe"):
                 # The server dropped us: the slot moved. Subscribe where it lives now.
+                log.debug("%s: the server ended the subscription", self._channel)
                 self._drop()
                 if self._router is not None:
                     self._router.refresh(force=True)

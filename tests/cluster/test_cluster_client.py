@@ -260,3 +260,31 @@ def test_after_a_lost_connection_only_harmless_scripts_are_sent_again(
     assert sent == ["ack_success"]  # not re-sent: a second run would answer NOT_ACTIVE
     monkeypatch.undo()
     assert client.redis.hget(f"{{{qname}}}:job:{job_id}", "state") == b"completed"
+
+
+def test_wake_listener_follows_its_queue_to_another_master(
+    client: Client, redis_url: str, cluster: Any, qname: str
+) -> None:
+    """The server ends a sharded subscription when its slot moves; the listener then
+    subscribes at the new owner, so an idle consumer (30 s poll) is still woken."""
+    woken = threading.Event()
+    consumer_client = Client(redis_url)
+    consumer = Consumer(consumer_client, qname, lambda ctx: woken.set(), poll_interval_s=30.0,
+                        promote_interval_s=60.0, reap_interval_s=60.0, verbose=False)
+    client.publish(qname, {"first": True})  # creates the queue's keys, so the slot has some
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        assert woken.wait(10)
+        woken.clear()
+        slot = cluster.slot_of("{" + qname + "}")
+        source = cluster.owner_of_slot(slot)
+        target = next(m for m in cluster.masters() if m.node_id != source.node_id)
+        assert cluster.migrate_slot(slot, target) > 0
+        time.sleep(0.5)  # the listener resubscribes at the new owner
+        client.publish(qname, {"after the move": True})
+        assert woken.wait(10), "the consumer was not woken after its queue moved"
+    finally:
+        consumer.stop()
+        thread.join(10)
+        consumer_client.close()
