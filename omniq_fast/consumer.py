@@ -194,6 +194,8 @@ class Consumer(StopOnSignals):
         self._oldest_ack = 0.0
         self._handler_time: Optional[float] = None  # moving average of handler seconds
         self._got_jobs = False  # the last reserve handed out jobs
+        self._dry_since: Optional[float] = None  # when a reserve last found nothing
+        self._woken = False  # a wake message came since the last reserve
         self._paused = False  # the last reserve found the queue paused (or failed)
 
     # ------------------------------------------------------------------ control
@@ -201,6 +203,11 @@ class Consumer(StopOnSignals):
     def stop(self) -> None:
         """Ask the consumer to finish what it started and exit (safe from any thread)."""
         self._stop.set()
+        self._event.set()
+
+    def wake_up(self) -> None:
+        """Jobs were announced on the queue (called by the wake listener)."""
+        self._woken = True
         self._event.set()
 
     @property
@@ -294,7 +301,13 @@ class Consumer(StopOnSignals):
         if room <= 0:
             return 0
         idle_worker = self._running < self.concurrency and not self._ready
+        if not idle_worker and self._dry_since is not None:
+            # The last reserve found the queue empty: while jobs are still in hand, ask
+            # again only after a poll interval or a wake message, not after every job.
+            if not self._woken and time.monotonic() - self._dry_since < self.poll_interval_s:
+                return 0
         if idle_worker or room >= max(1, target // 4):
+            self._woken = False
             return min(room, MAX_PREFETCH)
         return 0
 
@@ -340,6 +353,10 @@ class Consumer(StopOnSignals):
                     (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, size))))  # fmt: skip
                 plan.append((kind, None))
             elif kind == "acks":
+                # Finished jobs are heartbeated until their ack goes out: a long job run
+                # inline after them must not let their leases expire.
+                self._beats.discard(*(c.job_id for c in self._acks_ok))
+                self._beats.discard(*(c.job_id for c, _ in self._acks_fail))
                 # A batched script takes at most 1000 jobs per call.
                 for i in range(0, len(self._acks_ok), MAX_PREFETCH):
                     chunk = self._acks_ok[i : i + MAX_PREFETCH]
@@ -398,7 +415,9 @@ class Consumer(StopOnSignals):
             self._paused = True
             return
         if not jobs:
+            self._dry_since = time.monotonic()
             return
+        self._dry_since = None
         self._got_jobs = True
         loads = self.client._core.loads_payload
         by_interval: dict[float, list[JobCtx]] = {}
@@ -519,8 +538,8 @@ class Consumer(StopOnSignals):
                 self._handler_time = seconds
             else:
                 self._handler_time += (seconds - self._handler_time) * 0.1
-            self._beats.discard(ctx.job_id)
             if ctx.lease_lost:
+                self._beats.discard(ctx.job_id)
                 self.stats.lease_lost += 1
                 self._line(f"lease lost job_id={ctx.job_id}; not acked")
                 continue

@@ -65,11 +65,12 @@ class HeartbeatScheduler:
             if earlier:
                 self._cond.notify()
 
-    def discard(self, job_id: str) -> None:
-        """Stop beating a lease. A beat in flight finishes first (the lock is held while
-        sending), so no heartbeat for this job follows its ack."""
+    def discard(self, *job_ids: str) -> None:
+        """Stop beating these leases. A beat in flight finishes first (the lock is held
+        while sending), so no heartbeat for these jobs follows their ack."""
         with self._cond:
-            self._leases.pop(job_id, None)
+            for job_id in job_ids:
+                self._leases.pop(job_id, None)
 
     def close(self) -> None:
         with self._cond:

@@ -16,6 +16,11 @@ __all__ = ["WakeListener"]
 
 log = logging.getLogger("omniq_fast.consumer")
 
+#: How long one read waits for a message. Waiting sends nothing to the server; it only
+#: bounds how long a consumer's stop waits for this thread (a longer wait made every
+#: consumer's run() return half a second after its last job).
+_READ_S = 0.1
+
 
 class WakeListener:
     """Wakes the dispatcher when a producer announces jobs on the queue's wake channel.
@@ -75,8 +80,8 @@ class WakeListener:
                 if self._pubsub is None:
                     self._subscribe()
                     # Jobs announced while we were not listening: look once now.
-                    self._consumer._event.set()
-                message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=0.5)
+                    self._consumer.wake_up()
+                message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=_READ_S)
             except TRANSIENT_ERRORS as exc:
                 log.debug("wake channel %s failed (%s); subscribing again", self._channel, exc)
                 self._drop()
@@ -89,7 +94,7 @@ class WakeListener:
                 continue
             kind = message["type"]
             if kind in ("message", "smessage"):
-                self._consumer._event.set()
+                self._consumer.wake_up()
             elif kind in ("sunsubscribe", "unsubscribe"):
                 # The server dropped us: the slot moved. Subscribe where it lives now.
                 log.debug("%s: the server ended the subscription", self._channel)
@@ -98,6 +103,7 @@ class WakeListener:
                     self._router.refresh(force=True)
 
     def close(self) -> None:
+        """Stop listening; returns within the read timeout (``_READ_S``)."""
         self._closed.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)

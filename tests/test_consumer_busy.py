@@ -14,7 +14,7 @@ import redis
 from omniq_fast import Client, Consumer, JobCtx
 
 from support import wait_until
-from test_consumer import running, state_of, wait_state
+from test_consumer import other, running, state_of, wait_state  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -164,7 +164,6 @@ def test_graceful_stop_gives_prefetched_jobs_back(
     # Reserve alternates lanes, so some grouped jobs run before the blocker and the others
     # are prefetched behind it.
     grouped = client.publish_many(qname, [{"g": i} for i in range(30)], gid="gg", group_limit=30)
-    total = 20 + 1 + len(rest) + len(grouped)
     ran: list[str] = []
 
     def handler(ctx: JobCtx) -> None:
@@ -176,8 +175,9 @@ def test_graceful_stop_gives_prefetched_jobs_back(
     with running(client, qname, handler) as run:
         wait_until(lambda: blocker in ran, "the blocking job to start")
         # Everything that has not run is prefetched behind the blocker, with a lease.
-        wait_until(lambda: r.zcard(base + ":active") == 1 + total - len(ran), "the prefetch")
+        assert r.llen(base + ":wait") == r.llen(base + ":g:gg:wait") == 0
         left = [j for j in rest + grouped if j not in ran]
+        assert all(r.zscore(base + ":active", j) is not None for j in left)
         assert left and any(j in grouped for j in left)
         run.consumer.stop()
         gate.set()
@@ -217,3 +217,61 @@ def test_acks_are_batched(client: Client, qname: str, monkeypatch: pytest.Monkey
     stats = Consumer(client, qname, lambda ctx: None, max_jobs=n).run()
     assert stats.succeeded == n
     assert len(trips) < n / 5  # many jobs per round trip, not one or two each
+
+
+def test_a_queue_that_ran_dry_is_not_asked_again_after_every_job(
+    client: Client, r: redis.Redis, qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a reserve comes back empty, the jobs still prefetched are worked off without a
+    reserve per job: the next one waits for the poll interval or a wake message."""
+    n = 3000
+    ids = client.publish_many(qname, [{"i": i} for i in range(n)])
+    reserves: list[int] = []
+    real = client._transport.run_many
+
+    def counting(calls: Any, extra: Any = ()) -> Any:
+        reserves.extend(1 for s, _ in calls if s.name == "reserve_batch")
+        return real(calls, extra)
+
+    monkeypatch.setattr(client._transport, "run_many", counting)
+    # No-op handlers prefetch deep batches (up to 1000): when the queue runs dry
+    # hundreds of jobs are in hand, and a reserve per job would show as hundreds.
+    with running(client, qname, lambda ctx: None, poll_interval_s=0.05):
+        wait_state(r, qname, ids[-1], "completed", timeout=30)
+        done = len(reserves)
+    assert r.llen(f"{{{qname}}}:wait") == 0
+    assert done < 100, f"{done} reserves for {n} jobs"
+
+
+def test_a_finished_job_keeps_its_lease_until_its_ack_goes_out(
+    client: Client, other: Client, r: redis.Redis, qname: str
+) -> None:
+    """A, B and C are prefetched together. A runs, and the reserve its ack rides with finds
+    the queue empty; B runs, and its ack waits to share a round trip while C runs inline
+    for 2.2 s. B's lease (1.5 s) is kept alive by heartbeats until that ack is sent, so a
+    reaper in between finds nothing to retry."""
+    from omniq_fast import Job
+
+    warm_up(client, qname)
+    runs: list[str] = []
+    started_c = threading.Event()
+
+    def handler(ctx: JobCtx) -> None:
+        runs.append(ctx.job_id)
+        if ctx.payload.get("n") == "c":
+            started_c.set()
+            time.sleep(2.2)
+
+    with running(client, qname, handler) as run:
+        wait_until(lambda: len(runs) >= 20, "the warm-up jobs")
+        a, b, c = client.publish_many(
+            qname, [Job({"n": "a"}), Job({"n": "b"}, timeout_ms=1500), Job({"n": "c"})]
+        )
+        assert started_c.wait(5)
+        time.sleep(1.8)  # past B's first lease
+        assert other.reap_expired(qname) == 0
+        wait_state(r, qname, c, "completed", timeout=10)
+        stats = run.stop()
+    assert [runs.count(job) for job in (a, b, c)] == [1, 1, 1]
+    assert state_of(r, qname, b) == "completed"
+    assert stats.lease_lost == 0
