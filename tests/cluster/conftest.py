@@ -19,6 +19,7 @@ import itertools
 import os
 import sys
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
 
@@ -90,6 +91,14 @@ def r2(oracle_url: str) -> Iterator[RedisCluster]:
     conn = RedisCluster.from_url(oracle_url)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[ExitStack]:
+    """Callbacks run at teardown, before the other fixtures' (threads stopped, clients
+    closed), also when the test failed half-way."""
+    with ExitStack() as stack:
+        yield stack
 
 
 def name_on(cluster: object, master: object, prefix: str = "t") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Iterator
 
@@ -38,6 +39,22 @@ def spread(cluster: Any, qname: str, r: RedisCluster) -> Iterator[list[str]]:
 
     for name in names:
         delete_prefixed(r, "{" + name)
+
+
+@contextmanager
+def idle_consumer(url: str, queue: str, handled: threading.Event) -> Iterator[Consumer]:
+    """A consumer of ``queue`` on its own client that polls only every 30 s, so a job it
+    takes sooner came through the wake channel; ``handled`` is set by each job."""
+    with Client(url) as own:
+        consumer = Consumer(own, queue, lambda ctx: handled.set(), poll_interval_s=30.0,
+                            promote_interval_s=60.0, reap_interval_s=60.0, verbose=False)
+        thread = threading.Thread(target=consumer.run, daemon=True)
+        thread.start()
+        try:
+            yield consumer
+        finally:
+            consumer.stop()
+            thread.join(10)
 
 
 def node_keys(node: Any, pattern: str) -> set[bytes]:
@@ -179,20 +196,10 @@ def test_idle_consumer_is_woken_through_the_shard(
     """With a 30 s poll, only the wake message can hand the job over before the test's
     own 10 s limit."""
     got = threading.Event()
-    consumer_client = Client(redis_url)
-
-    consumer = Consumer(consumer_client, qname, lambda ctx: got.set(), poll_interval_s=30.0,
-                        promote_interval_s=60.0, reap_interval_s=60.0, verbose=False)
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
+    with idle_consumer(redis_url, qname, got):
         time.sleep(0.3)  # let it go idle on the wake channel
         client.publish(qname, {"wake": True})
         assert got.wait(10), "the consumer was not woken"
-    finally:
-        consumer.stop()
-        thread.join(10)
-        consumer_client.close()
 
 
 def test_monitor_reads_queues_on_every_master(client: Client, spread: list[str]) -> None:
@@ -268,13 +275,8 @@ def test_wake_listener_follows_its_queue_to_another_master(
     """The server ends a sharded subscription when its slot moves; the listener then
     subscribes at the new owner, so an idle consumer (30 s poll) is still woken."""
     woken = threading.Event()
-    consumer_client = Client(redis_url)
-    consumer = Consumer(consumer_client, qname, lambda ctx: woken.set(), poll_interval_s=30.0,
-                        promote_interval_s=60.0, reap_interval_s=60.0, verbose=False)
     client.publish(qname, {"first": True})  # creates the queue's keys, so the slot has some
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
+    with idle_consumer(redis_url, qname, woken):
         assert woken.wait(10)
         woken.clear()
         slot = cluster.slot_of("{" + qname + "}")
@@ -284,7 +286,3 @@ def test_wake_listener_follows_its_queue_to_another_master(
         time.sleep(0.5)  # the listener resubscribes at the new owner
         client.publish(qname, {"after the move": True})
         assert woken.wait(10), "the consumer was not woken after its queue moved"
-    finally:
-        consumer.stop()
-        thread.join(10)
-        consumer_client.close()

@@ -104,13 +104,6 @@ def own_cluster() -> Iterator[EmbeddedCluster]:
         yield started
 
 
-@pytest.fixture
-def cleanup() -> Iterator[ExitStack]:
-    """Callbacks run at teardown (threads stopped, clients closed), also on a failure."""
-    with ExitStack() as stack:
-        yield stack
-
-
 @dataclass
 class Ledger:
     """What was published (and when), what ran, and what went wrong, from many threads."""

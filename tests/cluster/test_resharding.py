@@ -301,14 +301,6 @@ def names(cluster: Any, r: RedisCluster) -> Iterator[Callable[[Any], str]]:
         delete_prefixed(r, "{" + name)
 
 
-@pytest.fixture
-def cleanup() -> Iterator[ExitStack]:
-    """Callbacks run at teardown, before the other fixtures' (threads stopped, clients
-    closed, also when the test failed half-way)."""
-    with ExitStack() as stack:
-        yield stack
-
-
 # --------------------------------------------------------------------------- the load test
 
 
