@@ -72,20 +72,29 @@ def _is_async(handler: Handler) -> bool:
 
 
 class StopOnSignals:
-    """SIGTERM and Ctrl+C handling shared by :class:`Consumer` and the multi-queue
-    consumer: SIGTERM stops gracefully; the first Ctrl+C drains (with ``drain``), the
-    next one (or the first, without ``drain``) exits at once."""
+    """Stop controls shared by :class:`Consumer` and the multi-queue consumer: SIGTERM
+    stops gracefully; the first Ctrl+C drains (with ``drain``), the next one (or the
+    first, without ``drain``) exits at once; ``verbose`` lines go to ``logger``."""
 
     queue: Any
-    drain: bool
-    stop_on_ctrl_c: bool
-    _sigint_count: int
+
+    def _init_controls(
+        self, verbose: bool, logger: LineLogger, drain: bool, stop_on_ctrl_c: bool
+    ) -> None:
+        self.verbose = verbose
+        self.drain = drain
+        self.stop_on_ctrl_c = stop_on_ctrl_c
+        self._say: Callable[[str], Any] = (
+            logger.info if isinstance(logger, logging.Logger) else logger
+        )
+        self._sigint_count = 0
 
     def stop(self) -> None:
         raise NotImplementedError
 
     def _line(self, text: str) -> None:
-        raise NotImplementedError
+        if self.verbose:
+            self._say(f"[consume] {text}")
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         self._line(f"SIGTERM received; stopping... queue={self.queue}")
@@ -160,21 +169,15 @@ class Consumer(StopOnSignals):
         self.reap_interval_s = reap_interval_s
         self.reap_batch = reap_batch
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.verbose = verbose
-        self.drain = drain
-        self.stop_on_ctrl_c = stop_on_ctrl_c
         self.max_jobs = max_jobs
         self.concurrency = concurrency
         self.prefetch = MAX_PREFETCH if prefetch is None else max(0, min(prefetch, MAX_PREFETCH))
         self.ack_delay_s = ack_delay_s
         self.wake = wake
         self.stats = ConsumerStats()
-        self._say: Callable[[str], Any] = (
-            logger.info if isinstance(logger, logging.Logger) else logger
-        )
+        self._init_controls(verbose, logger, drain, stop_on_ctrl_c)
         self._stop = threading.Event()
         self._event = threading.Event()  # anything the dispatcher should look at
-        self._sigint_count = 0
         self._anchor = queue_anchor(queue)
         self._async = _is_async(handler)
         self._inline = concurrency == 1 and not self._async
@@ -213,10 +216,6 @@ class Consumer(StopOnSignals):
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
-
-    def _line(self, text: str) -> None:
-        if self.verbose:
-            self._say(f"[consume] {text}")
 
     # ------------------------------------------------------------------ run
 

@@ -8,10 +8,9 @@ stops them all, each draining as a single consumer does.
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .consumer import Consumer, Handler, LineLogger, StopOnSignals
 from .context import ConsumerStats
@@ -53,13 +52,7 @@ class MultiConsumer(StopOnSignals):
             raise InvalidArgument("queues must not repeat a queue")
         self.queue = ",".join(names)
         self.queues = names
-        self.drain = drain
-        self.stop_on_ctrl_c = stop_on_ctrl_c
-        self.verbose = verbose
-        self._say: Callable[[str], Any] = (
-            logger.info if isinstance(logger, logging.Logger) else logger
-        )
-        self._sigint_count = 0
+        self._init_controls(verbose, logger, drain, stop_on_ctrl_c)
         # The consumers run on threads, where signals cannot be set; this object takes
         # them in the calling thread and stops every consumer.
         self.consumers = [
@@ -75,10 +68,6 @@ class MultiConsumer(StopOnSignals):
         """Ask every queue's consumer to finish what it started and exit."""
         for consumer in self.consumers:
             consumer.stop()
-
-    def _line(self, text: str) -> None:
-        if self.verbose:
-            self._say(f"[consume] {text}")
 
     @property
     def stats_by_queue(self) -> dict[str, ConsumerStats]:
