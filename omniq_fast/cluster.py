@@ -210,6 +210,31 @@ class ClusterRouter:
                     transport = self._transports[node.name] = Transport(conn, self._core)
         return transport
 
+    def settle(
+        self, redirects: Sequence[tuple[int, tuple[str, str]]], patience: _Patience
+    ) -> None:
+        """React to the redirections of one round, ``(slot, (kind, address))`` each, before
+        trying again: note the owner each ``MOVED`` names, and wait unless every one was
+        simply moved. The first ``MOVED`` needs no sleep; later ones mean the nodes do not
+        agree yet (a failover being announced). ``ASK`` needs no new map, only time."""
+        kinds = set()
+        for slot, (kind, address) in redirects:
+            if kind == "MOVED" and address:
+                self.moved(slot, address)
+            else:
+                kinds.add(kind)
+        if not kinds:
+            patience.moved += 1
+            if patience.moved > 1:
+                patience.wait("the nodes do not agree on who owns the slot yet")
+            return
+        if kinds != {"ASK"}:
+            self.refresh(force=True)
+        patience.wait(
+            "the slot is migrating" if kinds == {"ASK"}
+            else f"cluster answered {', '.join(sorted(kinds))}"
+        )
+
     def refresh(self, force: bool = False) -> None:
         """Re-read the slot map from the cluster (skipped if another thread just did)."""
         with self._lock:
@@ -251,28 +276,15 @@ class SlotRoute:
 
     def settle(self, redirect: tuple[str, str], patience: _Patience) -> None:
         """React to a redirection (or a failed connect) before trying again."""
-        kind, address = redirect
-        if kind == "MOVED" and address:
-            # The first MOVED needs no sleep: it names the new owner. Later ones mean the
-            # nodes do not agree yet (a failover being announced).
-            self._router.moved(self.slot, address)
-            patience.moved += 1
-            if patience.moved > 1:
-                patience.wait(f"slot {self.slot} moved")
-            return
-        if kind != "ASK":
-            self._router.refresh(force=True)
-        patience.wait(
-            f"slot {self.slot} is migrating" if kind == "ASK" else f"cluster answered {kind}"
-        )
+        self._router.settle([(self.slot, redirect)], patience)
 
-    def _retrying(self, what: str, send: Callable[[Transport], T]) -> T:
-        """``send`` to the owner until it connects, refreshing the map on failures.
+    def _retrying(self, patience: _Patience, send: Callable[[Transport], T]) -> T:
+        """``send`` to the owner until it connects, refreshing the map on failures; the
+        waits come out of the operation's own ``patience``.
 
         ``send`` raises a redis-py connection error only when nothing was sent (our
         transport turns errors after sending into ConnectionLost), so it is safe to retry.
         """
-        patience = _Patience(self._router.retry_s, what)
         while True:
             transport = self.owner(patience)
             try:
@@ -335,7 +347,7 @@ class SlotRoute:
         sub_calls = [calls[i] for i in todo if i < len(calls)]
         sub_extra = [extra[i - len(calls)] for i in todo if i >= len(calls)]
         try:
-            got = self._retrying(patience.what, lambda t: t.run_many(sub_calls, sub_extra))
+            got = self._retrying(patience, lambda t: t.run_many(sub_calls, sub_extra))
         except ConnectionLost:
             if not resend_safe:
                 raise
@@ -375,7 +387,7 @@ class SlotRoute:
                 return target.roundtrip(_ASKING + data, 2, what)[1]
 
             try:
-                reply = self._retrying(what, send)
+                reply = self._retrying(patience, send)
             except ConnectionLost:
                 router.refresh(force=True)
                 patience.wait(f"connection lost to the master of slot {self.slot}")

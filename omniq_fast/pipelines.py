@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Optional, TypeVar
 
-from .cluster import _CONNECT_ERRORS, ClusterRouter, SlotRoute, _Patience, redirect_of
+from .cluster import _CONNECT_ERRORS, SlotRoute, _Patience, redirect_of
 from .errors import ClusterUnavailable, ConnectionLost
 from .scripts import Script
 from .transport import Batch, Transport
@@ -120,7 +120,9 @@ def run_streams(
             exc.unknown = [batch.tag for _, batch in exc.unknown]
             fail(exc)
         except Exception as exc:
-            if router is not None and _nothing_sent(exc):
+            # redis-py's own connection errors come only from connecting, before anything
+            # was sent (ours after sending are ConnectionLost): replan on a fresh map.
+            if router is not None and isinstance(exc, _CONNECT_ERRORS):
                 for stream in group:
                     stream.redirect = ("CONNECT", "")
                 return
@@ -150,7 +152,10 @@ def run_streams(
         if not pending or stop.is_set() or router is None or patience is None:
             break
         try:
-            _settle(client, router, pending, patience)
+            router.settle(
+                [(router.route(s.anchor).slot, s.redirect) for s in pending if s.redirect],
+                patience,
+            )
         except ClusterUnavailable as exc:
             fail(exc)
             break
@@ -174,32 +179,3 @@ def _plan(
         groups.setdefault(id(transport), (transport, []))[1].append(stream)
     return list(groups.values())
 
-
-def _settle(
-    client: ClientBase, router: ClusterRouter, streams: list[QueueStream[T]], patience: _Patience
-) -> None:
-    """After a round with redirections: note where MOVED sent each queue, and wait unless
-    every queue was simply moved (a migration, a failover or a down node takes time)."""
-    moved_only = True
-    for stream in streams:
-        if stream.redirect is None:
-            continue
-        kind, address = stream.redirect
-        if kind == "MOVED" and address:
-            router.moved(router.route(stream.anchor).slot, address)
-        else:
-            moved_only = False
-    if moved_only:
-        patience.moved += 1
-        if patience.moved > 1:
-            patience.wait("the cluster's nodes do not agree on who owns the slots yet")
-        return
-    router.refresh(force=True)
-    kinds = sorted({s.redirect[0] for s in streams if s.redirect is not None})
-    patience.wait(f"cluster answered {', '.join(kinds)}")
-
-
-def _nothing_sent(exc: BaseException) -> bool:
-    """A connect failure at the start of a node's stream: redis-py's own connection errors
-    (ours after sending are ConnectionLost)."""
-    return isinstance(exc, _CONNECT_ERRORS)
