@@ -71,12 +71,13 @@ class ClientBase:
         self._cluster_retry_s = cluster_retry_s
         self._router: Optional[ClusterRouter] = None
         self._mode_lock = threading.Lock()
+        # The one server's transport; None when given a RedisCluster (no single server).
+        self._transport: Optional[Transport] = None
         if isinstance(redis, RedisCluster):
             if cluster is False:
                 raise InvalidArgument("redis= is a RedisCluster but cluster=False")
             self._cluster = True
             self._router = ClusterRouter(redis, self._core, cluster_retry_s)
-            self._transport = Transport(redis_py.Redis(), self._core)  # never used
             return
         if redis is None:
             if client_name is not None:
@@ -96,7 +97,7 @@ class ClientBase:
         """The underlying redis-py client (for plain reads and monitoring): a
         ``redis.Redis``, or in cluster mode a ``redis.cluster.RedisCluster``."""
         router = self._mode()
-        return self._transport.redis if router is None else router.redis
+        return self._single().redis if router is None else router.redis
 
     @property
     def is_cluster(self) -> bool:
@@ -108,7 +109,8 @@ class ClientBase:
         if self._owns_redis:
             if self._router is not None:
                 self._router.close()
-            self._transport.close()
+            if self._transport is not None:
+                self._transport.close()
 
     def __enter__(self: _Self) -> _Self:
         return self
@@ -135,7 +137,7 @@ class ClientBase:
             return self._router
         with self._mode_lock:
             if self._router is None:
-                standalone = self._transport.redis
+                standalone = self._single().redis
                 try:
                     found = is_cluster(standalone) if self._cluster is None else self._cluster
                 except redis_py.ResponseError as exc:
@@ -156,7 +158,12 @@ class ClientBase:
     def _at(self, key: str) -> Union[Transport, SlotRoute]:
         """Where commands on ``key`` go: the one server, or the route to its slot's master."""
         router = self._mode()
-        return self._transport if router is None else router.route(key)
+        return self._single() if router is None else router.route(key)
+
+    def _single(self) -> Transport:
+        """The one server's transport (there is one whenever no router was given)."""
+        assert self._transport is not None
+        return self._transport
 
     def _run(self, name: str, anchor: str, *argv: bytes | str | int) -> Any:
         s = script(name)
