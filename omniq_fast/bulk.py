@@ -10,8 +10,8 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from ._base import ClientBase, text
-from .errors import ConnectionLost, InvalidArgument, OmniqError, ProtocolError
+from ._base import ClientBase
+from .errors import ConnectionLost, InvalidArgument, OmniqError
 from .pipelines import QueueStream, StreamsFailed, run_streams
 from .keys import queue_anchor
 from .options import check_int, enqueue_options

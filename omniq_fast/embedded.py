@@ -12,13 +12,21 @@ import tempfile
 from types import TracebackType
 from typing import Any, Optional
 
-__all__ = ["EmbeddedServer"]
+__all__ = ["EmbeddedServer", "free_ports"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held together, so no duplicates)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class EmbeddedServer:
@@ -29,7 +37,7 @@ class EmbeddedServer:
     """
 
     def __init__(self, port: Optional[int] = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_ports(1)[0]
         self._dir = tempfile.TemporaryDirectory(prefix="omniq-fast-valkey-")
         self._server: Any = None
 

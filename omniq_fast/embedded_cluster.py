@@ -24,7 +24,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from typing import Any, Callable, Iterator, Literal, Optional, Union
 
 import redis
 from redis.crc import key_slot
+
+from .embedded import free_ports
 
 __all__ = ["SLOTS", "ClusterNode", "EmbeddedCluster", "find_server_binary"]
 
@@ -115,20 +116,6 @@ class ClusterNode:
     def alive(self) -> bool:
         """Whether the process is running (false after :meth:`EmbeddedCluster.kill`)."""
         return self.process is not None and self.process.poll() is None
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held together, so no duplicates)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((_HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _die_with_parent() -> Optional[Callable[[], None]]:
@@ -269,7 +256,7 @@ class EmbeddedCluster:
         atexit.register(self.stop)
         try:
             count = self._masters * (1 + self._replicas)
-            ports = _free_ports(2 * count)
+            ports = free_ports(2 * count)
             self.nodes = [
                 ClusterNode(_HOST, ports[2 * i], bus_port=ports[2 * i + 1]) for i in range(count)
             ]
@@ -381,7 +368,7 @@ class EmbeddedCluster:
             if node.process.poll() is not None:
                 if retries and "Address already in use" in _tail(node.log, 50):
                     retries -= 1  # another process took a port between the pick and bind
-                    node.port, node.bus_port = _free_ports(2)
+                    node.port, node.bus_port = free_ports(2)
                     self._spawn(node, node.log.parent)
                     continue
                 raise RuntimeError(
