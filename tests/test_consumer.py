@@ -685,8 +685,9 @@ def test_noscript_recovery_while_running(core: ModuleType, qname: str) -> None:
         first = c.publish(qname, {"n": 1})
         with running(c, qname, lambda ctx: None) as run:
             wait_state(r, qname, first, "completed")
+            # No check that the flush emptied the cache: the consumer may reload within
+            # microseconds of it, which is the behaviour under test.
             r.script_flush()
-            assert r.script_exists(script("reserve_batch").sha) == [False]
             second = c.publish(qname, {"n": 2})
             wait_state(r, qname, second, "completed")
             assert run.thread.is_alive()
