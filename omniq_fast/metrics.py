@@ -203,11 +203,16 @@ class WorkerMetrics:
             self._server = None
 
 
-def serve_worker_metrics(port: int, *, host: str = "0.0.0.0") -> WorkerMetrics:
+def serve_worker_metrics(
+    port: int, *, host: str = "0.0.0.0", registry: Optional[CollectorRegistry] = None
+) -> WorkerMetrics:
     """Serve a single-process worker's metrics on ``http://host:port/`` (any path) from a
-    daemon thread, with prometheus_client's process and platform metrics; returns the
-    observer to pass to the consumer. Call once per process."""
-    metrics = WorkerMetrics()
+    daemon thread and return the observer to pass to the consumer.
+
+    With the default registry (prometheus_client's global one, which also holds its
+    process and platform metrics) call it once per process; ``registry`` serves another.
+    """
+    metrics = WorkerMetrics(registry)
     metrics._server, _ = start_http_server(port, addr=host, registry=metrics.registry)
     return metrics
 
