@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -65,7 +66,9 @@ PICKUP_DELAY_BUCKETS = (
     10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )  # fmt: skip
 
-_CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+_ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}\Z", re.IGNORECASE)
+#: Crockford's base32 digits to the ones ``int(..., 32)`` reads (0-9, A-V).
+_TO_BASE32 = str.maketrans("ABCDEFGHJKMNPQRSTVWXYZ", "ABCDEFGHIJKLMNOPQRSTUV")
 #: A ULID time before this (2017-07-14) or more than this far ahead is no creation time:
 #: the id was chosen by the caller, not generated.
 _PLAUSIBLE_SINCE_MS = 1_500_000_000_000
@@ -75,18 +78,9 @@ _FUTURE_SLACK_MS = 60_000
 def _ulid_ms(job_id: str) -> Optional[int]:
     """The millisecond time in a ULID's first 10 characters, or ``None`` if ``job_id`` is
     not a ULID (26 Crockford base32 characters, the first at most ``7``)."""
-    if len(job_id) != 26:
+    if _ULID_RE.match(job_id) is None:
         return None
-    ms = 0
-    for char in job_id[:10].upper():
-        digit = _CROCKFORD.get(char)
-        if digit is None:
-            return None
-        ms = (ms << 5) | digit
-    for char in job_id[10:].upper():
-        if char not in _CROCKFORD:
-            return None
-    return ms if job_id[0] <= "7" else None
+    return int(job_id[:10].upper().translate(_TO_BASE32), 32)
 
 
 def pickup_delay_s(ctx: JobCtx, now_ms: int) -> Optional[float]:
