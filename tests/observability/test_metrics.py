@@ -32,7 +32,7 @@ from omniq_fast.metrics import (
     serve_multiprocess_metrics,
     serve_worker_metrics,
 )
-from omniq_fast.observe import OUTCOMES
+from omniq_fast.observe import OUTCOMES, ObserverGuard
 from support import job_hash, wait_until
 from test_consumer import running
 
@@ -280,3 +280,38 @@ def test_multiprocess_endpoint_sums_two_worker_processes(
             if child.poll() is None:
                 child.kill()
                 child.wait(10)
+
+
+def test_the_guard_reports_what_a_refused_resent_ack_most_likely_did(client: Client) -> None:
+    """Pure bookkeeping: an ack re-sent after a lost connection and refused is reported
+    with the outcome the first (landed) one had, with the handler's time."""
+    seen: list[tuple[str, str, Optional[float]]] = []
+
+    class Recorder:
+        def job_started(self, ctx: JobCtx) -> None:
+            pass
+
+        def job_finished(self, ctx: JobCtx, outcome: str, duration_s: Optional[float]) -> None:
+            seen.append((ctx.job_id, outcome, duration_s))
+
+    guard = ObserverGuard(Recorder())
+
+    def ctx(job_id: str, attempt: int, max_attempts: int) -> JobCtx:
+        return JobCtx(
+            queue="q", job_id=job_id, payload_raw="{}", payload={}, attempt=attempt,
+            max_attempts=max_attempts, lock_until_ms=0, lease_token="t",
+            exec=Exec(client, job_id),
+        )  # fmt: skip
+
+    for job_id, attempt, max_attempts, op in [
+        ("a", 1, 3, "ack_success"), ("b", 1, 3, "ack_fail"), ("c", 3, 3, "ack_fail"),
+        ("d", 1, 0, "ack_fail"),  # max_attempts <= 0 counts as 1
+    ]:  # fmt: skip
+        job = ctx(job_id, attempt, max_attempts)
+        guard.handled(job, 0.25)
+        guard.unknown_outcome(job, op)
+    guard.finished(ctx("e", 1, 1), "released")
+    assert seen == [
+        ("a", "completed", 0.25), ("b", "retried", 0.25), ("c", "failed", 0.25),
+        ("d", "failed", 0.25), ("e", "released", None),
+    ]  # fmt: skip
