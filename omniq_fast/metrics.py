@@ -244,7 +244,8 @@ def serve_multiprocess_metrics(port: int, *, host: str = "0.0.0.0") -> None:
     """For the supervisor: serve the sum of every worker process's metrics (read from
     ``PROMETHEUS_MULTIPROC_DIR`` at each scrape) on ``http://host:port/``."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=_multiproc_dir())  # type: ignore[no-untyped-call]
+    path = _multiproc_dir()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     start_http_server(port, addr=host, registry=registry)
 
 

@@ -259,7 +259,8 @@ def test_multiprocess_endpoint_sums_two_worker_processes(
         port = free_ports(1)[0]
         serve_multiprocess_metrics(port, host="127.0.0.1")
         samples = scrape(port)
-        assert value(samples, "omniq_jobs_total", queue=qname, outcome="completed") == 2 * per_worker
+        completed = value(samples, "omniq_jobs_total", queue=qname, outcome="completed")
+        assert completed == 2 * per_worker
         assert value(samples, "omniq_job_duration_seconds_count", queue=qname) == 2 * per_worker
         assert value(samples, "omniq_jobs_in_flight", queue=qname) == 0
         assert value(samples, "omniq_worker_up") == 2  # livesum: both processes are up
@@ -274,7 +275,8 @@ def test_multiprocess_endpoint_sums_two_worker_processes(
         mark_process_dead(first.pid)
         samples = scrape(port)
         assert value(samples, "omniq_worker_up") == 1  # the dead one left the sum
-        assert value(samples, "omniq_jobs_total", queue=qname, outcome="completed") == 2 * per_worker
+        completed = value(samples, "omniq_jobs_total", queue=qname, outcome="completed")
+        assert completed == 2 * per_worker
     finally:
         for child in children:
             if child.poll() is None:
