@@ -22,6 +22,7 @@ from .types import AckFailResult, BatchResultItem, ReserveResult
 
 if TYPE_CHECKING:
     from .consumer import ConsumerStats, Handler, LineLogger
+    from .observe import ConsumerObserver
 
 __all__ = ["Client", "OmniqClient", "now_ms", "MAX_BATCH"]
 
@@ -339,6 +340,7 @@ class Client(BulkOps):
         prefetch: Optional[int] = None,
         ack_delay_s: float = 0.002,
         wake: bool = True,
+        observer: Optional["ConsumerObserver"] = None,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
         for the options and the stop rules.
@@ -357,6 +359,7 @@ class Client(BulkOps):
             heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
             drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
             concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
+            observer=observer,
         ).run()  # fmt: skip
 
 

@@ -34,6 +34,7 @@ from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
 from .errors import TRANSIENT_ERRORS, ClusterUnavailable
 from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
 from .keys import queue_anchor, validate_queue_name
+from .observe import ConsumerObserver, ObserverGuard
 from .scripts import script
 from .types import Paused, ReservedJob
 from .wake import WakeListener
@@ -157,6 +158,7 @@ class Consumer(StopOnSignals):
         prefetch: Optional[int] = None,
         ack_delay_s: float = 0.002,
         wake: bool = True,
+        observer: Optional[ConsumerObserver] = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -175,6 +177,7 @@ class Consumer(StopOnSignals):
         self.ack_delay_s = ack_delay_s
         self.wake = wake
         self.stats = ConsumerStats()
+        self._observer = ObserverGuard(observer) if observer is not None else None
         self._init_controls(verbose, logger, drain, stop_on_ctrl_c)
         self._stop = threading.Event()
         self._event = threading.Event()  # anything the dispatcher should look at
@@ -455,6 +458,8 @@ class Consumer(StopOnSignals):
             if result.status == "OK":
                 self._resent.discard(ctx.job_id)
                 self.stats.succeeded += 1
+                if self._observer:
+                    self._observer.finished(ctx, "completed")
                 self._line(f"ack success job_id={ctx.job_id}")
             else:
                 self._refused(ctx, "ack_success", result.reason)
@@ -466,6 +471,8 @@ class Consumer(StopOnSignals):
                 continue
             self._resent.discard(ctx.job_id)
             self.stats.failed += 1
+            if self._observer:
+                self._observer.fail_outcome(ctx, result.status)
             if result.status == "RETRY":
                 self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={result.ms}")
             else:
@@ -477,12 +484,16 @@ class Consumer(StopOnSignals):
             # Sent again after a lost connection: the first one most likely landed.
             self._resent.discard(ctx.job_id)
             self.stats.ack_unknown += 1
+            if self._observer:
+                self._observer.unknown_outcome(ctx, op)
             log.info("%s re-sent for job %s was refused (%s): the first one landed, "
                      "or the lease ran out meanwhile", op, ctx.job_id, reason)  # fmt: skip
             return
         # The lease was taken between the last heartbeat and the ack.
         ctx.lease_lost = True
         self.stats.lease_lost += 1
+        if self._observer:
+            self._observer.finished(ctx, "lease_lost")
         log.warning("%s refused for job %s: %s", op, ctx.job_id, reason)
 
     # ------------------------------------------------------------------ jobs
@@ -492,6 +503,8 @@ class Consumer(StopOnSignals):
         should be given back instead (called from worker threads too)."""
         if self._closing:
             return False
+        if self._observer:
+            self._observer.started(ctx)
         if self.verbose:
             # Non-ASCII text as is, like the official SDK's line (not "\u00e9").
             shown = (
@@ -533,6 +546,8 @@ class Consumer(StopOnSignals):
                 self._returned.append(ctx)
                 continue
             self.stats.handled += 1
+            if self._observer:
+                self._observer.handled(ctx, seconds)
             if self._handler_time is None:
                 self._handler_time = seconds
             else:
@@ -540,6 +555,8 @@ class Consumer(StopOnSignals):
             if ctx.lease_lost:
                 self._beats.discard(ctx.job_id)
                 self.stats.lease_lost += 1
+                if self._observer:
+                    self._observer.finished(ctx, "lease_lost")
                 self._line(f"lease lost job_id={ctx.job_id}; not acked")
                 continue
             if not self._acks_ok and not self._acks_fail:
@@ -567,6 +584,9 @@ class Consumer(StopOnSignals):
             except TRANSIENT_ERRORS:
                 log.warning("could not give back %d prefetched jobs; their leases will "
                             "expire and they will be retried", len(leases), exc_info=True)  # fmt: skip
+            if self._observer:
+                for ctx in leases:
+                    self._observer.finished(ctx, "released")
         if self.stopping:
             self._line(f"stop requested; exiting (idle). queue={self.queue}")
 
@@ -585,6 +605,7 @@ def consume(
     ``heartbeat_interval_s=None`` (half the job's timeout, 1-10 s), ``verbose=False``,
     ``logger=print`` (or a ``logging.Logger``), ``drain=True``, ``stop_on_ctrl_c=True``,
     ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 1000),
-    ``ack_delay_s=0.002``, ``wake=True``.
+    ``ack_delay_s=0.002``, ``wake=True``, ``observer=None`` (told of every job's start and
+    outcome: see :mod:`omniq_fast.observe`; :class:`omniq_fast.metrics.WorkerMetrics` is one).
     """
     return Consumer(client, queue, handler, **options).run()

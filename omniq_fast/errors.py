@@ -29,6 +29,7 @@ __all__ = [
     "ReplyError",
     "ConnectionLost",
     "ClusterUnavailable",
+    "MissingExtra",
     "lease_error",
 ]
 
@@ -131,6 +132,15 @@ class ConnectionLost(OmniqError, ConnectionError):
 class ClusterUnavailable(OmniqError, ConnectionError):
     """A Redis Cluster slot stayed unreachable (being migrated, failing over, or its master
     down) for the client's ``cluster_retry_s``. The operation did not run: retry it."""
+
+
+class MissingExtra(OmniqError, ImportError):
+    """An optional feature was used without its extra installed (``omniq-fast[metrics]``,
+    ``omniq-fast[tracing]``); the message names the ``pip install`` that fixes it."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} need the {extra!r} extra: pip install 'omniq-fast[{extra}]'")
+        self.extra = extra
 
 
 #: Errors after which a consumer backs off and goes on: the connection, not the request,

@@ -21,6 +21,7 @@ is listed here and left out there (no client can write such a payload).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Optional, Protocol, Union
 
@@ -336,6 +337,43 @@ class QueueMonitor:
             _read(pipe, "EXISTS", base + ":paused")
         replies = pipe.execute(raise_on_error=False)
         return [_queue_stats(q, replies[2 * i], replies[2 * i + 1]) for i, q in enumerate(names)]
+
+    def oldest_waiting_age_ms(self, queue: str, now_ms: Optional[int] = None) -> int:
+        """How long the longest-waiting job of ``queue`` (grouped or not) has been ready:
+        ``now_ms`` (default: this clock) minus the time it entered the wait lane
+        (published, or promoted when due); 0 when nothing waits."""
+        return self.oldest_waiting_ages_ms([queue], now_ms)[0]
+
+    def oldest_waiting_ages_ms(
+        self, queues: Iterable[str], now_ms: Optional[int] = None
+    ) -> list[int]:
+        """:meth:`oldest_waiting_age_ms` of each of ``queues``, in one round trip."""
+        pipe = self._pipeline()
+        for queue in queues:
+            _zrange(pipe, queue_base(queue) + ":idx:wait", 0, 0)
+        replies = pipe.execute(raise_on_error=False)
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        ages = []
+        for reply in replies:
+            oldest = _entries(reply)
+            ages.append(max(0, now - oldest[0][1]) if oldest else 0)
+        return ages
+
+    def grouped_active_many(self, queues: Iterable[str]) -> list[int]:
+        """How many leased jobs of each of ``queues`` belong to a group, in two round
+        trips; it reads every id of the active lane (as many as the workers hold)."""
+        bases = [queue_base(queue) for queue in queues]
+        pipe = self._pipeline()
+        for base in bases:
+            _read(pipe, "ZRANGE", base + ":active", 0, -1)
+        lanes = [_ok(reply) or [] for reply in pipe.execute(raise_on_error=False)]
+        pipe = self._pipeline()
+        for base, ids in zip(bases, lanes):
+            prefix = (base + ":job:").encode()
+            for job_id in ids:  # bytes: an id that is not UTF-8 still names its hash
+                _read(pipe, "HEXISTS", prefix + job_id, "gid")
+        grouped = iter(pipe.execute(raise_on_error=False) if any(lanes) else [])
+        return [sum(bool(_ok(next(grouped))) for _ in ids) for ids in lanes]
 
     def groups_ready(self, queue: str, offset: int = 0, limit: int = 200) -> list[str]:
         """Group ids of ``{Q}:groups:ready``, lowest score first."""
