@@ -339,6 +339,8 @@ class Client(BulkOps):
         prefetch: Optional[int] = None,
         ack_delay_s: float = 0.002,
         wake: bool = True,
+        tracebacks: bool = False,
+        burst: bool = False,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
         for the options and the stop rules.
@@ -357,6 +359,7 @@ class Client(BulkOps):
             heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
             drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
             concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
+            tracebacks=tracebacks, burst=burst,
         ).run()  # fmt: skip
 
 

@@ -36,6 +36,9 @@ __all__ = [
     "QueueMonitor",
 ]
 
+#: Suffixes of a group's keys (PROTOCOL.md §2): any of them existing means the group exists.
+_GROUP_KEY_SUFFIXES = (":wait", ":inflight", ":limit")
+
 Lane = Literal["wait", "active", "delayed", "failed", "completed"]
 
 _PAGE_MAX = 25
@@ -336,6 +339,52 @@ class QueueMonitor:
             _read(pipe, "EXISTS", base + ":paused")
         replies = pipe.execute(raise_on_error=False)
         return [_queue_stats(q, replies[2 * i], replies[2 * i + 1]) for i, q in enumerate(names)]
+
+    def oldest_waiting_ms(self, queues: Iterable[str]) -> list[Optional[int]]:
+        """For each queue (in order), when its oldest waiting job entered the wait lane
+        (ms, from ``idx:wait``; grouped jobs included), or ``None`` when none waits.
+
+        Not in the official monitor: an operator's "how far behind is this queue"."""
+        names = list(queues)
+        bases = [queue_base(name) for name in names]
+        pipe = self._pipeline()
+        for base in bases:
+            _zrange(pipe, base + ":idx:wait", 0, 0)
+        replies = pipe.execute(raise_on_error=False)
+        oldest: list[Optional[int]] = []
+        for reply in replies:
+            entries = _entries(reply)
+            oldest.append(entries[0][1] if entries else None)
+        return oldest
+
+    def scan_groups(self, queue: str) -> list[str]:
+        """Every group id of ``queue`` that has a key (a waiting list, an in-flight count
+        or a limit), sorted; a SCAN of the queue's node. Not in the official monitor,
+        which only lists ready groups."""
+        base = queue_base(queue)
+        prefix = base + ":g:"
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(base)  # type: ignore[no-untyped-call]
+            server = self._redis.get_redis_connection(node)
+        else:
+            server = self._redis
+        # Queue names have no glob characters, and braces are not glob syntax.
+        gids: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, keys = _read(server, "SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000)
+            for key in keys:
+                try:
+                    name = _text(key)[len(prefix):]
+                except UnicodeDecodeError:
+                    continue
+                for suffix in _GROUP_KEY_SUFFIXES:
+                    if name.endswith(suffix) and len(name) > len(suffix):
+                        gids.add(name[: -len(suffix)])
+                        break
+            if not int(cursor):
+                break
+        return sorted(gids)
 
     def groups_ready(self, queue: str, offset: int = 0, limit: int = 200) -> list[str]:
         """Group ids of ``{Q}:groups:ready``, lowest score first."""

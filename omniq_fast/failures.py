@@ -1,0 +1,49 @@
+"""The error text a failed job keeps: the official ``"<Type>: <message>"`` line, optionally
+followed by the handler's traceback.
+
+The first line is exactly what the official SDKs store (PROTOCOL.md §6), so their tools
+still show something useful; the traceback comes after it. ``ack_fail`` keeps only the
+first :data:`MAX_FAILURE_BYTES` bytes of an error (PROTOCOL.md §5), so a long text is cut
+here instead, where the cut can keep the innermost frames (the end of a traceback says
+where it failed) and land on a character boundary.
+"""
+
+from __future__ import annotations
+
+import traceback as traceback_module
+
+__all__ = ["MAX_FAILURE_BYTES", "failure_text"]
+
+#: What ``ack_fail`` stores of an error, in UTF-8 bytes.
+MAX_FAILURE_BYTES = 4096
+#: Most of the budget the first line may take, so that some traceback always fits.
+_HEAD_MAX_BYTES = 1024
+_CUT = "\n… (traceback cut: its start is left out to fit) …\n"
+
+
+def _head(text: str, limit: int) -> str:
+    """The first ``limit`` UTF-8 bytes of ``text``, cut on a character boundary."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def _tail(text: str, limit: int) -> str:
+    """The last ``limit`` UTF-8 bytes of ``text``, cut on a character boundary."""
+    data = text.encode()
+    return data[len(data) - limit :].decode(errors="ignore") if len(data) > limit else text
+
+
+def failure_text(exc: BaseException, *, traceback: bool = True) -> str:
+    """``"<Type>: <message>"`` for ``exc``; with ``traceback``, that line, a newline and
+    the formatted traceback, at most :data:`MAX_FAILURE_BYTES` bytes in all (the start
+    of a longer traceback is cut, and says so)."""
+    head = f"{type(exc).__name__}: {exc}"
+    if not traceback:
+        return head  # the official form, byte for byte (the server cuts it if needed)
+    head = _head(head, _HEAD_MAX_BYTES)
+    body = "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))
+    text = f"{head}\n{body.rstrip()}"
+    size = len(text.encode())
+    if size <= MAX_FAILURE_BYTES:
+        return text
+    room = MAX_FAILURE_BYTES - len(head.encode()) - len(_CUT.encode())
+    return f"{head}{_CUT}{_tail(body.rstrip(), room)}"
