@@ -280,6 +280,18 @@ def _lane_job(lane: Any, job_id: str, score: int, exists: Any, values: Any) -> O
     return LaneJob(lane=lane, job_id=job_id, idx_score_ms=score, **fields)
 
 
+def _job_info(job_id: str, reply: Any) -> Optional[JobInfo]:
+    fields = _hash(reply)
+    if not fields:  # HGETALL of a missing key is empty
+        return None
+    values: dict[str, Any] = {
+        name: fields.get(name, "") if name in _TEXT_FIELDS else _int(fields.get(name))
+        for name in JobInfo.__dataclass_fields__
+        if name != "job_id"
+    }
+    return JobInfo(job_id=job_id, **values)
+
+
 class QueueMonitor:
     """Read-only views of queues for dashboards and operators.
 
@@ -477,17 +489,20 @@ class QueueMonitor:
         if not job_id:
             return None
         try:
-            fields = _hash(_read(self._redis, "HGETALL", f"{base}:job:{job_id}"))
+            return _job_info(job_id, _read(self._redis, "HGETALL", f"{base}:job:{job_id}"))
         except redis.ResponseError:
             return None
-        if not fields:  # HGETALL of a missing key is empty
-            return None
-        values: dict[str, Any] = {
-            name: fields.get(name, "") if name in _TEXT_FIELDS else _int(fields.get(name))
-            for name in JobInfo.__dataclass_fields__
-            if name != "job_id"
-        }
-        return JobInfo(job_id=job_id, **values)
+
+    def get_jobs(self, queue: str, job_ids: Iterable[str]) -> list[Optional[JobInfo]]:
+        """:meth:`get_job` for many ids in one round trip, in order (``None`` for a job
+        that does not exist or is unreadable)."""
+        base = queue_base(queue)
+        ids = [str(job_id) for job_id in job_ids]
+        pipe = self._pipeline()
+        for job_id in ids:
+            _read(pipe, "HGETALL", f"{base}:job:{job_id}")
+        replies = pipe.execute(raise_on_error=False) if ids else []
+        return [_job_info(job_id, reply) if job_id else None for job_id, reply in zip(ids, replies)]
 
     def overview(self, queue: str, samples_per_lane: int = 10) -> QueueOverview:
         """Stats plus the first ``samples_per_lane`` (1..25) ready groups and the oldest
