@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import click
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -30,6 +31,12 @@ __all__ = ["queues", "stats", "pause", "resume", "retry_failed", "remove", "peek
 
 #: Most jobs ``peek`` lists (pages of 25 are read until then).
 PEEK_MAX = 1000
+
+
+def _console() -> Console:
+    """stdout; piped output gets 160 columns (rich would cut tables at 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def age(ms: Optional[int], now: int) -> str:
@@ -72,10 +79,14 @@ def stats_rows(monitor: QueueMonitor, names: Optional[list[str]]) -> list[dict[s
 
 def _stats_table(rows: list[dict[str, Any]], title: str) -> Table:
     now = now_ms()
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True,
+                  pad_edge=False)  # fmt: skip
+    # Short headers so ten columns fit 80 characters; the README says what each holds.
     for name in ("queue", "state", "waiting", "grouped", "active", "delayed", "failed",
-                 "completed", "groups ready", "oldest waiting"):  # fmt: skip
-        table.add_column(name, justify="left" if name in ("queue", "state") else "right")
+                 "done", "groups", "oldest"):  # fmt: skip
+        left = name in ("queue", "state")
+        table.add_column(name, justify="left" if left else "right", no_wrap=left,
+                         min_width=len(name))  # fmt: skip
     for row in rows:
         table.add_row(
             row["queue"], Text("paused", style="bold yellow") if row["paused"] else "running",
@@ -99,7 +110,7 @@ def queues(redis_url: str, as_json: bool) -> int:
     elif not rows:
         click.echo("no queues")
     else:
-        Console().print(_stats_table(rows, f"{len(rows)} queues"))
+        _console().print(_stats_table(rows, f"{len(rows)} queues"))
     return 0
 
 
@@ -123,7 +134,7 @@ def stats(queue_names: tuple[str, ...], redis_url: str, as_json: bool, watch: bo
             if as_json:
                 print_json(rows)
             else:
-                Console().print(_stats_table(rows, "queues"))
+                _console().print(_stats_table(rows, "queues"))
             return 0
         try:
             if as_json:
@@ -277,12 +288,12 @@ def peek(queue: str, lane: str, limit: int, offset: int, newest: bool, redis_url
     now = now_ms()
     table = Table(title=f"{queue} {lane}: {len(jobs)} jobs from #{offset}", title_justify="left")
     for name in ("id", "entered", "gid", "attempt", "payload", "last error"):
-        table.add_column(name, overflow="fold" if name == "id" else "ellipsis")
+        table.add_column(name, no_wrap=True, min_width=26 if name == "id" else len(name))
     for j, payload in zip(jobs, payloads):
         table.add_row(j.job_id, age(j.idx_score_ms, now) + " ago", j.gid or "-",
                       f"{j.attempt}/{j.max_attempts}", _short(payload, 60),
                       _short(j.last_error, 50))  # fmt: skip
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -315,7 +326,7 @@ def job(queue: str, job_id: str, redis_url: str, as_json: bool) -> int:
         if value:
             when = age(value, now) + " ago" if value <= now else "in " + age(now, value)
             table.add_row(name[:-3].replace("_", " "), f"{iso(value)} ({when})")
-    console = Console()
+    console = _console()
     console.print(table)
     try:
         shown = json.dumps(json.loads(info.payload), indent=2, ensure_ascii=False)
@@ -352,5 +363,5 @@ def groups(queue: str, limit: int, redis_url: str, as_json: bool) -> int:
     for g in shown:
         table.add_row(g.gid, str(g.inflight), str(g.limit), str(g.waiting_count),
                       "yes" if g.ready else "no")  # fmt: skip
-    Console().print(table)
+    _console().print(table)
     return 0
