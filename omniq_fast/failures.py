@@ -42,8 +42,12 @@ def failure_text(exc: BaseException, *, traceback: bool = True) -> str:
     head = _head(head, _HEAD_MAX_BYTES)
     body = "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))
     text = f"{head}\n{body.rstrip()}"
-    size = len(text.encode())
-    if size <= MAX_FAILURE_BYTES:
+    if len(text.encode()) <= MAX_FAILURE_BYTES:
         return text
+    # Too long: the frames nearest the error, without the closing "Type: message" lines
+    # (the first line already says it, and a long message would crowd the frames out).
+    closing = "".join(traceback_module.format_exception_only(type(exc), exc))
+    if body.endswith(closing):
+        body = body[: -len(closing)]
     room = MAX_FAILURE_BYTES - len(head.encode()) - len(_CUT.encode())
     return f"{head}{_CUT}{_tail(body.rstrip(), room)}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,3 +31,11 @@ def wait_exit(proc: Any, timeout: float = 30) -> int:
             pytest.fail(f"omniq-fast did not exit within {timeout}s:\n{stderr_of(proc)}")
         time.sleep(0.05)
     return proc.returncode  # type: ignore[no-any-return]
+
+
+def omniq_fast_command() -> str:
+    """The console script installed beside this interpreter (else the one on PATH)."""
+    beside = Path(sys.executable).parent / "omniq-fast"
+    found = str(beside) if beside.exists() else shutil.which("omniq-fast")
+    assert found, "the omniq-fast command is not installed"
+    return found

@@ -4,27 +4,16 @@ with the test handlers (``cli_jobs``) on its PYTHONPATH."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import redis
 
+from cli_support import omniq_fast_command
 from omniq_fast import Client
 
 HERE = Path(__file__).resolve().parent
-
-
-def omniq_fast_command() -> str:
-    """The console script installed beside this interpreter (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "omniq-fast"
-    found = str(beside) if beside.exists() else shutil.which("omniq-fast")
-    assert found, "the omniq-fast command is not installed"
-    return found
 
 
 @pytest.fixture
