@@ -10,7 +10,10 @@ where it failed) and land on a character boundary.
 
 from __future__ import annotations
 
+import os
 import traceback as traceback_module
+from types import TracebackType
+from typing import Optional
 
 __all__ = ["MAX_FAILURE_BYTES", "failure_text"]
 
@@ -19,6 +22,18 @@ MAX_FAILURE_BYTES = 4096
 #: Most of the budget the first line may take, so that some traceback always fits.
 _HEAD_MAX_BYTES = 1024
 _CUT = "\n… (traceback cut: its start is left out to fit) …\n"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _from_caller(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` without its leading frames in omniq-fast itself (the consumer calling the
+    handler): the traceback starts in the user's code. Later frames of ours (an API the
+    handler called) stay."""
+    while tb is not None and tb.tb_next is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            break
+        tb = tb.tb_next
+    return tb
 
 
 def _head(text: str, limit: int) -> str:
@@ -34,13 +49,14 @@ def _tail(text: str, limit: int) -> str:
 
 def failure_text(exc: BaseException, *, traceback: bool = True) -> str:
     """``"<Type>: <message>"`` for ``exc``; with ``traceback``, that line, a newline and
-    the formatted traceback, at most :data:`MAX_FAILURE_BYTES` bytes in all (the start
+    the formatted traceback from the first frame outside omniq-fast, at most :data:`MAX_FAILURE_BYTES` bytes in all (the start
     of a longer traceback is cut, and says so)."""
     head = f"{type(exc).__name__}: {exc}"
     if not traceback:
         return head  # the official form, byte for byte (the server cuts it if needed)
     head = _head(head, _HEAD_MAX_BYTES)
-    body = "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))
+    tb = _from_caller(exc.__traceback__)
+    body = "".join(traceback_module.format_exception(type(exc), exc, tb))
     text = f"{head}\n{body.rstrip()}"
     if len(text.encode()) <= MAX_FAILURE_BYTES:
         return text

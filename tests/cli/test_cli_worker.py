@@ -120,6 +120,7 @@ def test_tracebacks_stored_and_shown_by_job(client: Client, r: redis.Redis, qnam
     lines = error.splitlines()
     assert lines[0] == "ValueError: bad input 7"  # the official SDK's line first
     assert lines[1] == "Traceback (most recent call last):" and "in inner" in error
+    assert "cli_jobs.py" in lines[2] and "omniq_fast" not in error  # from the user's code on
     assert job_hash(r, qname + "b", short)["last_error"] == "ValueError: bad input 8"
     shown = run_cli("job", qname, job_id)
     assert shown.returncode == 0, shown.stderr
