@@ -286,13 +286,18 @@ def peek(queue: str, lane: str, limit: int, offset: int, newest: bool, redis_url
         print_json([{**asdict(j), "payload": p} for j, p in zip(jobs, payloads)])
         return 0
     now = now_ms()
-    table = Table(title=f"{queue} {lane}: {len(jobs)} jobs from #{offset}", title_justify="left")
-    for name in ("id", "entered", "gid", "attempt", "payload", "last error"):
-        table.add_column(name, no_wrap=True, min_width=26 if name == "id" else len(name))
+    table = Table(title=f"{queue} {lane}: {len(jobs)} jobs from #{offset}", title_justify="left",
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)  # fmt: skip
+    table.add_column("id", no_wrap=True, min_width=26)
+    table.add_column("entered", no_wrap=True, min_width=10)
+    table.add_column("gid", no_wrap=True, max_width=20, min_width=3)
+    table.add_column("attempt", no_wrap=True, min_width=7)
+    table.add_column("payload", no_wrap=True, max_width=50, min_width=7)
+    table.add_column("last error", no_wrap=True, max_width=40, min_width=10)
     for j, payload in zip(jobs, payloads):
         table.add_row(j.job_id, age(j.idx_score_ms, now) + " ago", j.gid or "-",
-                      f"{j.attempt}/{j.max_attempts}", _short(payload, 60),
-                      _short(j.last_error, 50))  # fmt: skip
+                      f"{j.attempt}/{j.max_attempts}", _short(payload, 50),
+                      _short(j.last_error, 40) or "-")  # fmt: skip
     _console().print(table)
     return 0
 
