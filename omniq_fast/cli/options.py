@@ -4,7 +4,7 @@ errors and the connection check."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -99,8 +99,3 @@ def print_json(data: Any, *, compact: bool = False) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
     else:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def maybe(value: Optional[int]) -> Optional[int]:
-    """0 (the monitor's "unset") as ``None``."""
-    return value or None

@@ -197,10 +197,9 @@ class _Stopper:
         self._stop()
 
 
-def run_worker(config: WorkerConfig) -> int:
-    """Run one worker process until it stops; returns its exit status."""
+def run_worker(config: WorkerConfig, target: Target) -> int:
+    """Run one worker process of ``target`` until it stops; returns its exit status."""
     configure_logging(config.log_level, config.log_format)
-    target = load_target(config.target_spec)
     client = connect(config.redis_url)
     hooks = [target.setting("on_startup"), target.setting("on_shutdown")]
     loop = _HookLoop() if any(h is not None and _is_async(h) for h in hooks) else None
@@ -320,7 +319,7 @@ def worker(target: str, queues: tuple[str, ...], redis_url: str, processes: int,
         from .supervisor import supervise
 
         return supervise(config, processes)
-    return run_worker(config)
+    return run_worker(config, loaded)
 
 
 def resolve(spec: str, target: Target, queues: tuple[str, ...], redis_url: str,
