@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..bulk import PublishManyError
-from ..client import Client
+from ..client import Client, now_ms
 from ..consumer import Consumer
 from .options import CliError, connect, json_option, print_json, queue_argument, redis_url_option
 
@@ -98,8 +98,7 @@ def publish(queue: str, source: IO[str], max_attempts: int, timeout_ms: int, bac
                 yield payload
                 progress.advance(task)
 
-        due = client.redis.time() if delay_ms else None
-        due_ms = int(due[0]) * 1000 + int(due[1]) // 1000 + delay_ms if due else 0
+        due_ms = now_ms() + delay_ms if delay_ms else 0  # the client's clock, as publish uses
         started = time.perf_counter()
         try:
             with progress:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,9 +71,25 @@ def test_publish_json_lines(client: Client, qname: str, run_cli, tmp_path: Path)
     first = monitor.lane_page(qname, "wait", limit=1)[0]
     assert json.loads(monitor.get_job(qname, first.job_id).payload) == {"n": 0, "text": "é"}
     assert first.max_attempts == 5
-    # From stdin too, as JSON for scripts.
-    proc = run_cli("publish", qname + "b", "-", "--json", input='[1,2]\n{"a": 1}\n')
+    # From stdin too, as JSON for scripts, delayed.
+    proc = run_cli("publish", qname + "b", "-", "--json", "--delay-ms", "60000",
+                   input='[1,2]\n{"a": 1}\n')  # fmt: skip
     assert json.loads(proc.stdout)["published"] == 2
+    assert monitor.stats(qname + "b").delayed == 2
+
+
+def test_stats_watch_json_prints_a_line_per_update(client: Client, qname: str,
+                                                   start_cli) -> None:  # fmt: skip
+    client.publish(qname, {"n": 1})
+    proc = start_cli("stats", qname, "--watch", "--json", "--interval", "0.1")
+    first = json.loads(proc.stdout.readline())
+    client.publish(qname, {"n": 2})
+    deadline = time.monotonic() + 30
+    while (row := json.loads(proc.stdout.readline())[0])["waiting"] != 2:
+        assert time.monotonic() < deadline
+    assert first[0]["queue"] == qname and first[0]["waiting"] == 1 and row["queue"] == qname
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
 
 
 def test_publish_with_bad_lines_writes_nothing(client: Client, qname: str, run_cli) -> None:
