@@ -44,6 +44,7 @@ class settings:
     """A settings object: hooks and defaults."""
 
     concurrency = 2
+    queues = [os.environ.get("CLI_TEST_QUEUE", "q"), os.environ.get("CLI_TEST_QUEUE", "q") + "b"]
     handler = staticmethod(record_async)
 
     @staticmethod

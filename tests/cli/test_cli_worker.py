@@ -51,8 +51,8 @@ def test_burst_settings_object_async_hooks_several_queues(client: Client, r: red
     other = qname + "b"
     ids = client.publish_many(qname, [{"sleep": 0.01}] * 20)
     ids += client.publish_many(other, [{"sleep": 0.01}] * 5)
-    proc = run_cli("worker", "cli_jobs:settings", "-q", qname, "-q", other, "--burst",
-                   "--log-level", "WARNING")  # fmt: skip
+    # The queues come from the settings object.
+    proc = run_cli("worker", "cli_jobs:settings", "--burst", "--log-level", "WARNING")
     assert proc.returncode == 0, proc.stderr
     assert done_ids(r, qname) | done_ids(r, other) == set(ids)
     assert r.get("{" + qname + "}:test:started") == b"1"  # async on_startup ran
