@@ -341,6 +341,8 @@ class Client(BulkOps):
         ack_delay_s: float = 0.002,
         wake: bool = True,
         observer: Optional["ConsumerObserver"] = None,
+        tracebacks: bool = False,
+        burst: bool = False,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`
         for the options and the stop rules.
@@ -360,6 +362,7 @@ class Client(BulkOps):
             drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
             concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
             observer=observer,
+            tracebacks=tracebacks, burst=burst,
         ).run()  # fmt: skip
 
 

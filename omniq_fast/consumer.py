@@ -61,6 +61,8 @@ _LOST = frozenset(("NOT_ACTIVE", "TOKEN_MISMATCH", "TOKEN_REQUIRED"))
 MAX_PREFETCH = 1000
 #: Prefetch what the workers get through in this long, at the handler time seen so far.
 _PREFETCH_HORIZON_S = 0.005
+#: Verbose lines show this many characters of a payload, then its size.
+SHOWN_PAYLOAD_CHARS = 200
 
 Handler = Callable[[JobCtx], Any]
 LineLogger = Union[Callable[[str], Any], logging.Logger]
@@ -85,17 +87,26 @@ class StopOnSignals:
         self.verbose = verbose
         self.drain = drain
         self.stop_on_ctrl_c = stop_on_ctrl_c
-        self._say: Callable[[str], Any] = (
-            logger.info if isinstance(logger, logging.Logger) else logger
-        )
+        if isinstance(logger, logging.Logger):
+            # Structured fields ride along as record attributes (for a JSON formatter).
+            self._say: Callable[[str, dict[str, Any]], Any] = (
+                lambda text, fields: logger.info(text, extra=fields)
+            )
+        else:
+            self._say = lambda text, fields: logger(text)
         self._sigint_count = 0
 
     def stop(self) -> None:
         raise NotImplementedError
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, ctx: Optional[JobCtx] = None, **fields: Any) -> None:
+        """A verbose line; with a ``logging.Logger`` its fields (``queue``, and for a job
+        ``job_id``, ``attempt`` and what the caller adds) go in the record's ``extra``."""
         if self.verbose:
-            self._say(f"[consume] {text}")
+            fields["queue"] = self.queue
+            if ctx is not None:
+                fields["job_id"], fields["attempt"] = ctx.job_id, ctx.attempt
+            self._say(f"[consume] {text}", fields)
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         self._line(f"SIGTERM received; stopping... queue={self.queue}")
@@ -159,6 +170,8 @@ class Consumer(StopOnSignals):
         ack_delay_s: float = 0.002,
         wake: bool = True,
         observer: Optional[ConsumerObserver] = None,
+        tracebacks: bool = False,
+        burst: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -176,6 +189,8 @@ class Consumer(StopOnSignals):
         self.prefetch = MAX_PREFETCH if prefetch is None else max(0, min(prefetch, MAX_PREFETCH))
         self.ack_delay_s = ack_delay_s
         self.wake = wake
+        self.tracebacks = tracebacks
+        self.burst = burst
         self.stats = ConsumerStats()
         self._observer = ObserverGuard(observer) if observer is not None else None
         self._init_controls(verbose, logger, drain, stop_on_ctrl_c)
@@ -203,6 +218,8 @@ class Consumer(StopOnSignals):
         self._dry_since: Optional[float] = None  # when a reserve last found nothing
         self._woken = False  # a wake message came since the last reserve
         self._paused = False  # the last reserve found the queue paused (or failed)
+        self._nothing_handed = False  # the last reserve answered EMPTY or PAUSED
+        self._took: dict[str, float] = {}  # handler seconds until the ack line (verbose)
 
     # ------------------------------------------------------------------ control
 
@@ -268,10 +285,13 @@ class Consumer(StopOnSignals):
                     calls.append(("acks", None))
             if want:
                 calls.append(("reserve", want))
-            self._got_jobs = self._paused = False
+            self._got_jobs = self._paused = self._nothing_handed = False
             if calls:
                 self._round_trip(calls)
-            if self._max_jobs_done():
+            if self._max_jobs_done() or (
+                # Burst: a reserve sent while nothing ran had nothing to hand out.
+                self.burst and self._nothing_handed and self._running == 0 and not self._ready
+            ):
                 self.stop()
                 continue
             if workers is not None:
@@ -414,10 +434,11 @@ class Consumer(StopOnSignals):
 
     def _reserved(self, jobs: Union[list[ReservedJob], Paused], reserved_at: int) -> None:
         if isinstance(jobs, Paused):
-            self._paused = True
+            self._paused = self._nothing_handed = True
             return
         if not jobs:
             self._dry_since = time.monotonic()
+            self._nothing_handed = True
             return
         self._dry_since = None
         self._got_jobs = True
@@ -460,7 +481,8 @@ class Consumer(StopOnSignals):
                 self.stats.succeeded += 1
                 if self._observer:
                     self._observer.finished(ctx, "completed")
-                self._line(f"ack success job_id={ctx.job_id}")
+                self._line(f"ack success job_id={ctx.job_id}", ctx, outcome="completed",
+                           duration_ms=self._took_ms(ctx))  # fmt: skip
             else:
                 self._refused(ctx, "ack_success", result.reason)
 
@@ -473,16 +495,20 @@ class Consumer(StopOnSignals):
             self.stats.failed += 1
             if self._observer:
                 self._observer.fail_outcome(ctx, result.status)
+            took = self._took_ms(ctx)
             if result.status == "RETRY":
-                self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={result.ms}")
+                self._line(f"ack fail job_id={ctx.job_id} => RETRY due_ms={result.ms}", ctx,
+                           outcome="retried", duration_ms=took)  # fmt: skip
             else:
-                self._line(f"ack fail job_id={ctx.job_id} => FAILED")
-            self._line(f"error job_id={ctx.job_id} => {message}")
+                self._line(f"ack fail job_id={ctx.job_id} => FAILED", ctx, outcome="failed",
+                           duration_ms=took)  # fmt: skip
+            self._line(f"error job_id={ctx.job_id} => {message}", ctx)
 
     def _refused(self, ctx: JobCtx, op: str, reason: Optional[str]) -> None:
         if ctx.job_id in self._resent:
             # Sent again after a lost connection: the first one most likely landed.
             self._resent.discard(ctx.job_id)
+            self._took.pop(ctx.job_id, None)
             self.stats.ack_unknown += 1
             if self._observer:
                 self._observer.unknown_outcome(ctx, op)
@@ -490,6 +516,7 @@ class Consumer(StopOnSignals):
                      "or the lease ran out meanwhile", op, ctx.job_id, reason)  # fmt: skip
             return
         # The lease was taken between the last heartbeat and the ack.
+        self._took.pop(ctx.job_id, None)
         ctx.lease_lost = True
         self.stats.lease_lost += 1
         if self._observer:
@@ -512,17 +539,20 @@ class Consumer(StopOnSignals):
                 if isinstance(ctx.payload, str)
                 else json.dumps(ctx.payload, ensure_ascii=False)
             )
+            if len(shown) > SHOWN_PAYLOAD_CHARS:
+                size = len(ctx.payload_raw.encode())
+                shown = f"{shown[:SHOWN_PAYLOAD_CHARS]}… ({size} bytes)"
             self._line(
                 f"received job_id={ctx.job_id} attempt={ctx.attempt} "
-                f"gid={ctx.gid or '-'} payload={shown}"
-            )
+                f"gid={ctx.gid or '-'} payload={shown}", ctx, gid=ctx.gid,
+            )  # fmt: skip
         return True
 
     def _run_inline(self, ctx: JobCtx) -> None:
         self._running += 1
         self._taken += 1
         self.received(ctx)
-        self._done.append((ctx, *call_handler(self.handler, ctx)))
+        self._done.append((ctx, *call_handler(self.handler, ctx, self.tracebacks)))
 
     def finished(self, ctx: JobCtx, error: Optional[str], seconds: float) -> None:
         """Called by a worker when a handler returned or raised (``seconds < 0``: the job
@@ -548,6 +578,8 @@ class Consumer(StopOnSignals):
             self.stats.handled += 1
             if self._observer:
                 self._observer.handled(ctx, seconds)
+            if self.verbose:
+                self._took[ctx.job_id] = seconds
             if self._handler_time is None:
                 self._handler_time = seconds
             else:
@@ -557,7 +589,8 @@ class Consumer(StopOnSignals):
                 self.stats.lease_lost += 1
                 if self._observer:
                     self._observer.finished(ctx, "lease_lost")
-                self._line(f"lease lost job_id={ctx.job_id}; not acked")
+                self._line(f"lease lost job_id={ctx.job_id}; not acked", ctx,
+                           outcome="lease_lost", duration_ms=self._took_ms(ctx))  # fmt: skip
                 continue
             if not self._acks_ok and not self._acks_fail:
                 self._oldest_ack = time.monotonic()
@@ -565,6 +598,10 @@ class Consumer(StopOnSignals):
                 self._acks_ok.append(ctx)
             else:
                 self._acks_fail.append((ctx, error))
+
+    def _took_ms(self, ctx: JobCtx) -> Optional[float]:
+        seconds = self._took.pop(ctx.job_id, None)
+        return None if seconds is None else round(seconds * 1000, 3)
 
     def _finish(self) -> None:
         """Graceful end: flush the last acks, give back prefetched jobs never started."""
@@ -606,6 +643,9 @@ def consume(
     ``logger=print`` (or a ``logging.Logger``), ``drain=True``, ``stop_on_ctrl_c=True``,
     ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 1000),
     ``ack_delay_s=0.002``, ``wake=True``, ``observer=None`` (told of every job's start and
-    outcome: see :mod:`omniq_fast.observe`; :class:`omniq_fast.metrics.WorkerMetrics` is one).
+    outcome: see :mod:`omniq_fast.observe`; :class:`omniq_fast.metrics.WorkerMetrics` is one),
+    ``tracebacks=False`` (store the handler's traceback after the official
+    ``"<Type>: <message>"`` line), ``burst=False`` (stop once a reserve made while nothing
+    runs finds the queue empty or paused).
     """
     return Consumer(client, queue, handler, **options).run()

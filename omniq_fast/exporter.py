@@ -34,9 +34,9 @@ from typing import Iterator, Optional, Sequence
 import click
 import redis
 
+from .cli.options import queue_argument, redis_url_option
 from .client import Client
-from .errors import InvalidQueueName, MissingExtra, OmniqError
-from .keys import validate_queue_name
+from .errors import MissingExtra, OmniqError
 from .monitor import QueueMonitor
 
 try:
@@ -119,25 +119,15 @@ class QueueCollector(Collector):
         return [jobs, paused, oldest, groups_ready, group_jobs]
 
 
-def _queue_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
-    try:
-        return [validate_queue_name(name) for name in value]
-    except InvalidQueueName as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command("exporter")
-@click.option(
-    "--redis-url", envvar="REDIS_URL", show_envvar=True, required=True,
-    help="The server (redis://, rediss://, unix://; a cluster node works too).",
-)  # fmt: skip
+@redis_url_option
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
     help="The port to serve /metrics on.",
 )  # fmt: skip
 @click.option("--host", default="0.0.0.0", show_default=True, help="The address to bind.")
-@click.argument("queues", nargs=-1, metavar="[QUEUE]...", callback=_queue_names)
-def exporter(redis_url: str, port: int, host: str, queues: list[str]) -> None:
+@queue_argument("queues", nargs=-1)
+def exporter(redis_url: str, port: int, host: str, queues: tuple[str, ...]) -> None:
     """Serve queue gauges for Prometheus, read from the server at each scrape.
 
     Exports QUEUE... or, without any, every queue found on the server (at each scrape).

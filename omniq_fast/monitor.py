@@ -37,6 +37,9 @@ __all__ = [
     "QueueMonitor",
 ]
 
+#: Suffixes of a group's keys (PROTOCOL.md §2): any of them existing means the group exists.
+_GROUP_KEY_SUFFIXES = (":wait", ":inflight", ":limit")
+
 Lane = Literal["wait", "active", "delayed", "failed", "completed"]
 
 _PAGE_MAX = 25
@@ -278,6 +281,18 @@ def _lane_job(lane: Any, job_id: str, score: int, exists: Any, values: Any) -> O
     return LaneJob(lane=lane, job_id=job_id, idx_score_ms=score, **fields)
 
 
+def _job_info(job_id: str, reply: Any) -> Optional[JobInfo]:
+    fields = _hash(reply)
+    if not fields:  # HGETALL of a missing key is empty
+        return None
+    values: dict[str, Any] = {
+        name: fields.get(name, "") if name in _TEXT_FIELDS else _int(fields.get(name))
+        for name in JobInfo.__dataclass_fields__
+        if name != "job_id"
+    }
+    return JobInfo(job_id=job_id, **values)
+
+
 class QueueMonitor:
     """Read-only views of queues for dashboards and operators.
 
@@ -338,6 +353,52 @@ class QueueMonitor:
         replies = pipe.execute(raise_on_error=False)
         return [_queue_stats(q, replies[2 * i], replies[2 * i + 1]) for i, q in enumerate(names)]
 
+    def oldest_waiting_ms(self, queues: Iterable[str]) -> list[Optional[int]]:
+        """For each queue (in order), when its oldest waiting job entered the wait lane
+        (ms, from ``idx:wait``; grouped jobs included), or ``None`` when none waits.
+
+        Not in the official monitor: an operator's "how far behind is this queue"."""
+        names = list(queues)
+        bases = [queue_base(name) for name in names]
+        pipe = self._pipeline()
+        for base in bases:
+            _zrange(pipe, base + ":idx:wait", 0, 0)
+        replies = pipe.execute(raise_on_error=False)
+        oldest: list[Optional[int]] = []
+        for reply in replies:
+            entries = _entries(reply)
+            oldest.append(entries[0][1] if entries else None)
+        return oldest
+
+    def scan_groups(self, queue: str) -> list[str]:
+        """Every group id of ``queue`` that has a key (a waiting list, an in-flight count
+        or a limit), sorted; a SCAN of the queue's node. Not in the official monitor,
+        which only lists ready groups."""
+        base = queue_base(queue)
+        prefix = base + ":g:"
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(base)  # type: ignore[no-untyped-call]
+            server = self._redis.get_redis_connection(node)
+        else:
+            server = self._redis
+        # Queue names have no glob characters, and braces are not glob syntax.
+        gids: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, keys = _read(server, "SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000)
+            for key in keys:
+                try:
+                    name = _text(key)[len(prefix):]
+                except UnicodeDecodeError:
+                    continue
+                for suffix in _GROUP_KEY_SUFFIXES:
+                    if name.endswith(suffix) and len(name) > len(suffix):
+                        gids.add(name[: -len(suffix)])
+                        break
+            if not int(cursor):
+                break
+        return sorted(gids)
+
     def oldest_waiting_age_ms(self, queue: str, now_ms: Optional[int] = None) -> int:
         """How long the longest-waiting job of ``queue`` (grouped or not) has been ready:
         ``now_ms`` (default: this clock) minus the time it entered the wait lane
@@ -348,16 +409,8 @@ class QueueMonitor:
         self, queues: Iterable[str], now_ms: Optional[int] = None
     ) -> list[int]:
         """:meth:`oldest_waiting_age_ms` of each of ``queues``, in one round trip."""
-        pipe = self._pipeline()
-        for queue in queues:
-            _zrange(pipe, queue_base(queue) + ":idx:wait", 0, 0)
-        replies = pipe.execute(raise_on_error=False)
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        ages = []
-        for reply in replies:
-            oldest = _entries(reply)
-            ages.append(max(0, now - oldest[0][1]) if oldest else 0)
-        return ages
+        return [0 if at is None else max(0, now - at) for at in self.oldest_waiting_ms(queues)]
 
     def grouped_active_many(self, queues: Iterable[str]) -> list[int]:
         """How many leased jobs of each of ``queues`` belong to a group, in two round
@@ -466,17 +519,20 @@ class QueueMonitor:
         if not job_id:
             return None
         try:
-            fields = _hash(_read(self._redis, "HGETALL", f"{base}:job:{job_id}"))
+            return _job_info(job_id, _read(self._redis, "HGETALL", f"{base}:job:{job_id}"))
         except redis.ResponseError:
             return None
-        if not fields:  # HGETALL of a missing key is empty
-            return None
-        values: dict[str, Any] = {
-            name: fields.get(name, "") if name in _TEXT_FIELDS else _int(fields.get(name))
-            for name in JobInfo.__dataclass_fields__
-            if name != "job_id"
-        }
-        return JobInfo(job_id=job_id, **values)
+
+    def get_jobs(self, queue: str, job_ids: Iterable[str]) -> list[Optional[JobInfo]]:
+        """:meth:`get_job` for many ids in one round trip, in order (``None`` for a job
+        that does not exist or is unreadable)."""
+        base = queue_base(queue)
+        ids = [str(job_id) for job_id in job_ids]
+        pipe = self._pipeline()
+        for job_id in ids:
+            _read(pipe, "HGETALL", f"{base}:job:{job_id}")
+        replies = pipe.execute(raise_on_error=False) if ids else []
+        return [_job_info(job_id, reply) if job_id else None for job_id, reply in zip(ids, replies)]
 
     def overview(self, queue: str, samples_per_lane: int = 10) -> QueueOverview:
         """Stats plus the first ``samples_per_lane`` (1..25) ready groups and the oldest

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from .context import JobCtx
+from .failures import failure_text
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -16,15 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["Workers", "call_handler"]
 
 
-def call_handler(handler: Any, ctx: JobCtx) -> tuple[Optional[str], float]:
-    """Run a synchronous handler: its error as ``"<ExceptionType>: <message>"`` (``None``
-    when it returned) and how long it took."""
+def call_handler(
+    handler: Any, ctx: JobCtx, tracebacks: bool = False
+) -> tuple[Optional[str], float]:
+    """Run a synchronous handler: its error as ``"<ExceptionType>: <message>"``, with the
+    traceback after it if ``tracebacks`` (``None`` when it returned), and how long it took."""
     started = time.perf_counter()
     try:
         handler(ctx)
         error = None
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = failure_text(exc, traceback=tracebacks)
     return error, time.perf_counter() - started
 
 
@@ -63,7 +66,7 @@ class Workers:
             if not consumer.received(ctx):
                 consumer.finished(ctx, None, -1.0)
                 continue
-            consumer.finished(ctx, *call_handler(consumer.handler, ctx))
+            consumer.finished(ctx, *call_handler(consumer.handler, ctx, consumer.tracebacks))
 
     async def _run_async(self, ctx: JobCtx) -> None:
         consumer = self._consumer
@@ -77,7 +80,7 @@ class Workers:
                 await consumer.handler(ctx)
                 error = None
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = failure_text(exc, traceback=consumer.tracebacks)
         consumer.finished(ctx, error, time.perf_counter() - started)
 
     def close(self) -> None:
