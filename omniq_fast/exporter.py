@@ -37,6 +37,7 @@ import redis
 from .cli.options import queue_argument, redis_url_option
 from .client import Client
 from .errors import MissingExtra, OmniqError
+from .keys import validate_queue_name
 from .monitor import QueueMonitor
 
 try:
