@@ -15,6 +15,7 @@ from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
 
 from omniq_fast import (
     AdminError,
+    AuthenticationFailed,
     BatchResultItem,
     Client,
     ConnectionLost,
@@ -193,8 +194,12 @@ def test_acl_user_and_password_in_the_url(redis_url: str, qname: str) -> None:
         with Client(url) as c:
             c.publish(qname, {})
             assert isinstance(c.reserve(qname), ReservedJob)
-        with Client(url.replace(password, "wrong")) as c, pytest.raises(redis.AuthenticationError):
+        # Typed at the client's boundary: an OmniqError, and the builtin PermissionError.
+        with Client(url.replace(password, "wrong")) as c, pytest.raises(AuthenticationFailed):
             c.publish(qname, {})
+        with Client(url.replace(password, "wrong"), cluster=False) as c:
+            with pytest.raises(PermissionError, match="credentials"):
+                c.reserve(qname)
     finally:
         admin.acl_deluser(user)
         admin.close()
