@@ -44,6 +44,20 @@ def text(item: object) -> str:
     return str(item)
 
 
+def _is_cluster_at_db0(client: redis_py.Redis) -> bool:
+    """Whether the server refusing the URL's database is a cluster node (asked on
+    database 0): only to word that error; any failure here answers False."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["db"] = 0
+    try:
+        with redis_py.Redis(connection_pool=redis_py.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **kwargs
+        )) as probe:  # fmt: skip
+            return is_cluster(probe)
+    except redis_py.RedisError:
+        return False
+
+
 class ClientBase:
     """A connection to one OmniQ server (Redis or Valkey).
 
@@ -159,7 +173,10 @@ class ClientBase:
                 except redis_py.RedisError as exc:
                     # Connecting or the probe failed (nothing of ours ran): typed, with the
                     # server's own words (a bad database, a bad password, no server).
-                    raise connect_error(exc) from exc
+                    error = connect_error(exc)
+                    if isinstance(error, InvalidArgument) and _is_cluster_at_db0(standalone):
+                        error = InvalidArgument(f"{error}; a Redis Cluster has only database 0")
+                    raise error from exc
                 if found:
                     self._router = ClusterRouter(
                         cluster_client(standalone), self._core, self._cluster_retry_s
