@@ -132,8 +132,9 @@ class _Outcome:
         self.unknown, self.refused = [], []
         return again
 
-    def ids(self, pairs: list[tuple[int, list[str]]], queue_of: dict[int, str], queue: str) -> list[str]:
-        return [i for seq, ids in sorted(pairs) if queue_of[seq] == queue for i in ids]
+    def written_to(self, queue: str, queue_of: dict[int, str]) -> list[str]:
+        """The ids written to ``queue``, in call order."""
+        return [i for seq, ids in sorted(self.written) if queue_of[seq] == queue for i in ids]
 
 
 def _resendable(cause: BaseException) -> bool:
@@ -248,7 +249,7 @@ class BulkOps(ClientBase):
         def on_reply(sent: _Sent, replies: list[Any]) -> Optional[BaseException]:
             return outcome.reply(sent, replies[0])
 
-        streams = {q: QueueStream(anchors[q], batches(q, jobs)) for q, jobs in jobs_by_queue.items()}
+        streams = {q: QueueStream(anchors[q], batches(q, j)) for q, j in jobs_by_queue.items()}
         pending = list(streams.values())
         tries = 0
         while True:
@@ -264,8 +265,8 @@ class BulkOps(ClientBase):
                         streams[sent.queue].retry.appendleft(Batch(sent.data, 2, sent))
                     pending = [s for s in streams.values() if not s.finished]
                     continue
-                raise self._publish_failure(outcome, queue_of, failed) from cause
-        written = {q: outcome.ids(outcome.written, queue_of, q) for q in jobs_by_queue}
+                raise self._publish_failure(outcome, failed) from cause
+        written = {q: outcome.written_to(q, queue_of) for q in jobs_by_queue}
         if outcome.duplicates:
             dups = [i for _, ids in sorted(outcome.duplicates) for i in ids]
             raise DuplicateJobs(
@@ -278,9 +279,7 @@ class BulkOps(ClientBase):
         return written
 
     @staticmethod
-    def _publish_failure(
-        outcome: _Outcome, queue_of: dict[int, str], failed: StreamsFailed
-    ) -> BaseException:
+    def _publish_failure(outcome: _Outcome, failed: StreamsFailed) -> BaseException:
         """The error a stopped ``publish_many`` raises: its cause as it is when the call
         changed nothing, else a :class:`PublishManyError` saying where every sent id is."""
         cause = failed.cause
