@@ -7,7 +7,7 @@
 
 from ._compat import IMPLEMENTATION
 from ._version import __version__
-from .bulk import PublishManyError
+from .bulk import DuplicateJobs, PublishManyError
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
@@ -29,6 +29,23 @@ from .errors import (
     ScriptError,
     TokenMismatch,
     TokenRequired,
+    AuthenticationFailed,
+    ClusterDown,
+    DuplicateJob,
+    MasterDown,
+    NoReplicas,
+    NoScript,
+    OutOfMemory,
+    ReadOnlyReplica,
+    Redirected,
+    ServerBusy,
+    ServerLoading,
+    ServerRefused,
+    ServerTimeout,
+    ServerUnreachable,
+    TryAgain,
+    WritesDisabled,
+    did_not_run,
 )
 from .types import (
     AckFailResult,
@@ -82,5 +99,23 @@ __all__ = [
     "Job",
     "JobResult",
     "PublishManyError",
+    "DuplicateJobs",
+    "AuthenticationFailed",
+    "ClusterDown",
+    "DuplicateJob",
+    "MasterDown",
+    "NoReplicas",
+    "NoScript",
+    "OutOfMemory",
+    "ReadOnlyReplica",
+    "Redirected",
+    "ServerBusy",
+    "ServerLoading",
+    "ServerRefused",
+    "ServerTimeout",
+    "ServerUnreachable",
+    "TryAgain",
+    "WritesDisabled",
+    "did_not_run",
 ]
 

@@ -14,11 +14,20 @@ from . import _compat
 from .cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument, ProtocolError, lease_error
 from .keys import queue_anchor, validate_queue_name, wake_channel
-from .options import check_int, check_number
+from .options import MAX_EPOCH_MS, check_int, check_number
 from .scripts import script
-from .transport import Transport
+from .transport import Transport, connect_error
 
-__all__ = ["ClientBase", "now_ms", "text"]
+__all__ = ["ClientBase", "now_ms", "text", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
+
+#: Default ``socket_connect_timeout`` of the connections a client opens: how long
+#: connecting (TCP, TLS, AUTH, SELECT) may take before ServerUnreachable.
+CONNECT_TIMEOUT_S = 5.0
+#: Default ``socket_timeout``: how long a reply may take once a command is sent before
+#: ServerTimeout (its effect is unknown). redis-py's own default is no limit, so a frozen
+#: server would hang a call for ever. The slowest script call (a 1000-job batch) takes
+#: milliseconds; a BUSY or LOADING server answers at once with an error.
+SOCKET_TIMEOUT_S = 30.0
 
 _Self = TypeVar("_Self", bound="ClientBase")
 
@@ -35,6 +44,20 @@ def text(item: object) -> str:
     return str(item)
 
 
+def _is_cluster_at_db0(client: redis_py.Redis) -> bool:
+    """Whether the server refusing the URL's database is a cluster node (asked on
+    database 0): only to word that error; any failure here answers False."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["db"] = 0
+    try:
+        with redis_py.Redis(connection_pool=redis_py.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **kwargs
+        )) as probe:  # fmt: skip
+            return is_cluster(probe)
+    except redis_py.RedisError:
+        return False
+
+
 class ClientBase:
     """A connection to one OmniQ server (Redis or Valkey).
 
@@ -43,6 +66,11 @@ class ClientBase:
     (its ``decode_responses`` setting does not matter). Extra keyword arguments go to
     ``redis.Redis.from_url`` (``socket_timeout=...``). Use as a context manager or call
     :meth:`close`.
+
+    Timeouts: connections this client opens default to ``socket_connect_timeout=5`` and
+    ``socket_timeout=30`` seconds (:data:`CONNECT_TIMEOUT_S`, :data:`SOCKET_TIMEOUT_S`);
+    pass either keyword, or put it in the URL (``?socket_timeout=5``), to change it. A
+    ``redis=`` client keeps its own settings.
 
     Redis Cluster is found on first use (``INFO cluster``), or forced with ``cluster=True``
     (``False`` skips the check); a ``redis.cluster.RedisCluster`` may be passed as
@@ -82,6 +110,8 @@ class ClientBase:
         if redis is None:
             if client_name is not None:
                 redis_options["client_name"] = client_name
+            redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+            redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
             # from_url lets the URL win over keyword options, so keywords alone (the
             # OmniqClient constructor) build the client directly.
             if url is None:
@@ -140,14 +170,13 @@ class ClientBase:
                 standalone = self._single().redis
                 try:
                     found = is_cluster(standalone) if self._cluster is None else self._cluster
-                except redis_py.ResponseError as exc:
-                    # A cluster node refuses SELECT of any database but 0.
-                    if standalone.connection_pool.connection_kwargs.get("db", 0):
-                        raise InvalidArgument(
-                            f"the server refused the URL's database ({exc}); a Redis "
-                            "Cluster has only database 0"
-                        ) from exc
-                    raise
+                except redis_py.RedisError as exc:
+                    # Connecting or the probe failed (nothing of ours ran): typed, with the
+                    # server's own words (a bad database, a bad password, no server).
+                    error = connect_error(exc)
+                    if isinstance(error, InvalidArgument) and _is_cluster_at_db0(standalone):
+                        error = InvalidArgument(f"{error}; a Redis Cluster has only database 0")
+                    raise error from exc
                 if found:
                     self._router = ClusterRouter(
                         cluster_client(standalone), self._core, self._cluster_retry_s
@@ -191,7 +220,7 @@ class ClientBase:
 
     @staticmethod
     def _now(now_ms_override: int) -> int:
-        check_int("now_ms_override", now_ms_override, 0)
+        check_int("now_ms_override", now_ms_override, 0, MAX_EPOCH_MS)
         return now_ms_override or now_ms()
 
     @staticmethod

@@ -24,7 +24,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
-from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
+from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from .options import EnqueueOptions, check_id, job_options
 from .types import Job, JobResult, Paused, ReservedJob
 
@@ -227,11 +227,41 @@ cdef object _to_structured(object payload):
         return dataclasses.asdict(payload)
     model_dump = getattr(payload, "model_dump", None)
     if callable(model_dump) and not isinstance(payload, type):
-        return model_dump(mode="json")
+        # Plain Python data, then the one rule every payload follows: a datetime (or any
+        # value JSON has no type for) is refused wherever it sits, as it is in a dict.
+        return model_dump()
     raise InvalidPayload(
         f"payload must be a dict or list (structured JSON), not {type(payload).__name__}; "
         "wrap scalars, e.g. {'value': ...}"
     )
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _unencodable_at(data: Any) -> str:
+    """Where the first value JSON has no type for sits in ``data`` (``$.a[2].b``), and its
+    type, for the error message; ``""`` if every value is plain JSON data."""
+    todo: List[Tuple[str, Any]] = [("$", data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((f"{path}.{key}", item) for key, item in reversed(list(value.items())))
+        elif isinstance(value, (list, tuple)):
+            todo.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+        elif not isinstance(value, _JSON_SCALARS):
+            return f"{path} is a {type(value).__name__}"
+    return ""
+
+
+def _not_serialisable(data: Any, exc: Exception) -> InvalidPayload:
+    where = _unencodable_at(data)
+    if where:
+        return InvalidPayload(
+            f"payload is not JSON-serialisable: {where}, which JSON has no type for; "
+            "convert it first (e.g. .isoformat(), or model.model_dump(mode='json'))"
+        )
+    return InvalidPayload(f"payload is not JSON-serialisable: {exc}")
 
 
 def dumps_payload(payload: Any) -> bytes:
@@ -247,7 +277,7 @@ def dumps_payload(payload: Any) -> bytes:
         out = _orjson_dumps(data, option=_ORJSON_OPTIONS)
     except _JSONEncodeError as exc:
         if "64-bit" not in str(exc):
-            raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+            raise _not_serialisable(data, exc) from None
     else:
         if not _has_slow_marker(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out)):
             return out
@@ -256,7 +286,7 @@ def dumps_payload(payload: Any) -> bytes:
     except ValueError as exc:
         raise InvalidPayloadValue(f"payload is not valid JSON: {exc}") from None
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+        raise _not_serialisable(data, exc) from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:

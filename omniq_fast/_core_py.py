@@ -17,7 +17,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import orjson
 
-from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, ReplyError
+from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from .options import EnqueueOptions, check_id, job_options
 from .types import Job, JobResult, Paused, ReservedJob
 
@@ -93,11 +93,41 @@ def _to_structured(payload: Any) -> Any:
         return dataclasses.asdict(payload)
     model_dump = getattr(payload, "model_dump", None)
     if callable(model_dump) and not isinstance(payload, type):
-        return model_dump(mode="json")
+        # Plain Python data, then the one rule every payload follows: a datetime (or any
+        # value JSON has no type for) is refused wherever it sits, as it is in a dict.
+        return model_dump()
     raise InvalidPayload(
         f"payload must be a dict or list (structured JSON), not {type(payload).__name__}; "
         "wrap scalars, e.g. {'value': ...}"
     )
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _unencodable_at(data: Any) -> str:
+    """Where the first value JSON has no type for sits in ``data`` (``$.a[2].b``), and its
+    type, for the error message; ``""`` if every value is plain JSON data."""
+    todo: List[Tuple[str, Any]] = [("$", data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend((f"{path}.{key}", item) for key, item in reversed(list(value.items())))
+        elif isinstance(value, (list, tuple)):
+            todo.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+        elif not isinstance(value, _JSON_SCALARS):
+            return f"{path} is a {type(value).__name__}"
+    return ""
+
+
+def _not_serialisable(data: Any, exc: Exception) -> InvalidPayload:
+    where = _unencodable_at(data)
+    if where:
+        return InvalidPayload(
+            f"payload is not JSON-serialisable: {where}, which JSON has no type for; "
+            "convert it first (e.g. .isoformat(), or model.model_dump(mode='json'))"
+        )
+    return InvalidPayload(f"payload is not JSON-serialisable: {exc}")
 
 
 def dumps_payload(payload: Any) -> bytes:
@@ -112,7 +142,7 @@ def dumps_payload(payload: Any) -> bytes:
         out = orjson.dumps(data, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):  # big ints are valid JSON: let the stdlib write them
-            raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+            raise _not_serialisable(data, exc) from None
     else:
         if not any(marker in out for marker in _SLOW_MARKERS):
             return out
@@ -121,7 +151,7 @@ def dumps_payload(payload: Any) -> bytes:
     except ValueError as exc:
         raise InvalidPayloadValue(f"payload is not valid JSON: {exc}") from None
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+        raise _not_serialisable(data, exc) from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -535,7 +565,7 @@ class ReplyParser:
             elif kind == _STATUS or kind == _ERROR:
                 if b"\r" in line or b"\n" in line:
                     raise ProtocolError("CR or LF inside a status or error line")
-                value = line if kind == _STATUS else ReplyError(line.decode("utf-8", "replace"))
+                value = line if kind == _STATUS else reply_error(line.decode("utf-8", "replace"))
             elif kind == _DOUBLE:
                 value = _double(line)
             elif kind == _NULL:

@@ -336,7 +336,7 @@ cdef class ReplyParser:
                 if kind == b"+":
                     value = PyBytes_FromStringAndSize(line, length)
                 else:
-                    value = ReplyError(PyUnicode_DecodeUTF8(line, length, b"replace"))
+                    value = reply_error(PyUnicode_DecodeUTF8(line, length, b"replace"))
             elif kind == b",":
                 value = _double(line, length)
             elif kind == b"_":

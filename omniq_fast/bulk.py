@@ -7,19 +7,30 @@ of the round trips and of the server's CPU.
 
 from __future__ import annotations
 
+import threading
+import time
 from itertools import islice
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from ._base import ClientBase
-from .errors import ConnectionLost, InvalidArgument, OmniqError
+from ._base import ClientBase, text
+from .errors import (
+    ClusterUnavailable,
+    ConnectionLost,
+    InvalidArgument,
+    OmniqError,
+    ProtocolError,
+    ReplyError,
+    ScriptError,
+    did_not_run,
+)
 from .pipelines import QueueStream, StreamsFailed, run_streams
 from .keys import queue_anchor
-from .options import check_int, enqueue_options
+from .options import check_int, check_jobs, enqueue_options
 from .scripts import script
 from .transport import Batch
 from .types import JobResult, Paused, ReservedJob
 
-__all__ = ["BulkOps", "PublishManyError", "MAX_SCRIPT_BATCH"]
+__all__ = ["BulkOps", "PublishManyError", "DuplicateJobs", "MAX_SCRIPT_BATCH"]
 
 #: Most jobs one batched script call takes (the scripts refuse more).
 MAX_SCRIPT_BATCH = 1000
@@ -28,17 +39,109 @@ Lease = Union[ReservedJob, Sequence[str]]
 
 
 class PublishManyError(OmniqError):
-    """``publish_many`` stopped part-way; nothing is lost track of.
+    """``publish_many`` stopped part-way, or could not write every job; nothing is lost
+    track of.
 
-    ``written`` holds the ids known to be queued, ``unknown`` those sent whose outcome is
-    unknown (the connection broke before their reply), and the cause is chained. Ids not in
-    either list were never sent.
+    Every id of the call ends in exactly one place: ``written`` (queued by this call),
+    ``unknown`` (sent, but the outcome is unknown: the connection broke, or a script failed
+    part-way, before the reply), ``duplicates`` (not written: a job with that id exists)
+    or ``not_written`` (sent and refused by the server before anything changed —
+    ``OOM``, ``LOADING``, ``BUSY``..., see :class:`~omniq_fast.errors.ServerRefused`).
+    Ids in none of them were never sent. The cause is chained.
     """
 
-    def __init__(self, message: str, written: list[str], unknown: list[str]) -> None:
+    def __init__(
+        self,
+        message: str,
+        written: list[str],
+        unknown: list[str],
+        *,
+        duplicates: Optional[list[str]] = None,
+        not_written: Optional[list[str]] = None,
+    ) -> None:
         super().__init__(message)
         self.written = written
         self.unknown = unknown
+        self.duplicates: list[str] = duplicates or []
+        self.not_written: list[str] = not_written or []
+
+
+class DuplicateJobs(PublishManyError, ValueError):
+    """``publish_many`` wrote every job except those whose id exists (``duplicates``):
+    the many-job form of :class:`~omniq_fast.errors.DuplicateJob`."""
+
+
+class _Sent:
+    """One enqueue batch: its queue, place in the call, ids and encoded bytes (kept so
+    the batch can be sent again as it was)."""
+
+    __slots__ = ("queue", "seq", "ids", "data", "maybe_ran")
+
+    def __init__(self, queue: str, seq: int, ids: list[str], data: bytes) -> None:
+        self.queue = queue
+        self.seq = seq
+        self.ids = ids
+        self.data = data
+        self.maybe_ran = False  # an earlier send's outcome was unknown
+
+
+class _Outcome:
+    """Where each sent batch's jobs ended, filled from the replies (several threads on a
+    cluster: one lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.written: list[tuple[int, list[str]]] = []
+        self.duplicates: list[tuple[int, list[str]]] = []
+        self.unknown: list[_Sent] = []
+        self.refused: list[_Sent] = []
+
+    def reply(self, sent: _Sent, reply: Any) -> Optional[BaseException]:
+        """Book a batch's reply; an error to stop the run, or None."""
+        if isinstance(reply, list) and reply and text(reply[0]) == "OK":
+            skipped = {int(i) - 1 for i in reply[2:]}
+            fresh = [job_id for i, job_id in enumerate(sent.ids) if i not in skipped]
+            existing = [job_id for i, job_id in enumerate(sent.ids) if i in skipped]
+            with self.lock:
+                if sent.maybe_ran:
+                    # The first send of this batch may have queued these: they exist now.
+                    fresh, existing = sent.ids, []
+                self.written.append((sent.seq, fresh))
+                if existing:
+                    self.duplicates.append((sent.seq, existing))
+            return None
+        with self.lock:
+            if did_not_run(reply):
+                self.refused.append(sent)
+                return reply  # type: ignore[no-any-return]
+            if isinstance(reply, list) and len(reply) >= 2 and text(reply[0]) == "ERR":
+                self.refused.append(sent)  # the script checks its arguments before writing
+                return ScriptError("ENQUEUE_BATCH", text(reply[1]))
+            self.unknown.append(sent)
+        if isinstance(reply, ReplyError):
+            return reply  # may have failed part-way: Redis does not roll a script back
+        return ProtocolError(f"unexpected ENQUEUE_BATCH reply: {reply!r}")
+
+    def take_retries(self, lost: list[_Sent]) -> list[_Sent]:
+        """The batches to send again (unknown or refused), in call order; forgets them."""
+        for sent in lost:
+            sent.maybe_ran = True
+        for sent in self.unknown:
+            sent.maybe_ran = True
+        again = sorted(self.unknown + self.refused + lost, key=lambda b: b.seq)
+        self.unknown, self.refused = [], []
+        return again
+
+    def written_to(self, queue: str, queue_of: dict[int, str]) -> list[str]:
+        """The ids written to ``queue``, in call order."""
+        return [i for seq, ids in sorted(self.written) if queue_of[seq] == queue for i in ids]
+
+
+def _resendable(cause: BaseException) -> bool:
+    """Whether a failed run's batches may be sent again: their replies were lost, or the
+    server refused them before running them. Enqueue is idempotent by job id, so a batch
+    that did land is not queued twice."""
+    return isinstance(cause, (ConnectionLost, ClusterUnavailable)) or did_not_run(cause)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -63,6 +166,7 @@ class BulkOps(ClientBase):
         group_limit: int = 0,
         now_ms_override: int = 0,
         batch_size: int = 500,
+        retry: int = 0,
     ) -> list[str]:
         """Queue every job of ``jobs`` and return their ids, in order.
 
@@ -71,14 +175,27 @@ class BulkOps(ClientBase):
         iterable, a generator of millions included: it is encoded ``batch_size`` jobs per
         script call while the previous call runs on the server, so memory stays flat.
 
-        Each batch is checked whole before it is sent. An invalid item in the first batch
-        raises its typed error with nothing written; later, a
-        :class:`PublishManyError` says which ids were written and which are unknown.
+        Bad input: when ``jobs`` is a list or tuple, the options and ids of every item are
+        checked before anything is written (payloads are encoded batch by batch, to keep
+        one pass over them). For other iterables each batch is checked whole before it is
+        sent. An invalid item raises its typed error when nothing was written yet;
+        later, a :class:`PublishManyError` says which ids were written.
+
+        Publish is idempotent by job id: an item whose ``job_id`` exists already is not
+        written; once every other item is, :class:`DuplicateJobs` lists them.
+
+        ``retry=N`` sends batches whose outcome is unknown (a lost connection, a timeout)
+        or that the server refused before running them (``LOADING``, ``BUSY``, ``OOM``...)
+        again, up to N times with a growing pause (0.05 s doubling, at most 2 s), and then
+        goes on with the rest. A re-sent job that landed the first time is skipped by the
+        server: it is reported written. (Only a job that was completed, trimmed from the
+        100 kept completed jobs, or removed, between the lost reply and the re-send would
+        be queued a second time.)
         """
         return self.publish_many_queues(
             {queue: jobs}, max_attempts=max_attempts, timeout_ms=timeout_ms,
             backoff_ms=backoff_ms, due_ms=due_ms, gid=gid, group_limit=group_limit,
-            now_ms_override=now_ms_override, batch_size=batch_size,
+            now_ms_override=now_ms_override, batch_size=batch_size, retry=retry,
         )[queue]  # fmt: skip
 
     def publish_many_queues(
@@ -93,6 +210,7 @@ class BulkOps(ClientBase):
         group_limit: int = 0,
         now_ms_override: int = 0,
         batch_size: int = 500,
+        retry: int = 0,
     ) -> dict[str, list[str]]:
         """:meth:`publish_many` for several queues at once: ``{queue: jobs}`` in, ``{queue:
         ids}`` out.
@@ -101,43 +219,85 @@ class BulkOps(ClientBase):
         per master, the masters in parallel; queues on one node share its connection.
         If the cluster moves a queue meanwhile, its batches follow it (a redirected batch
         did not run, and is sent again to the new owner). A :class:`PublishManyError`
-        lists the written and unknown ids of every queue.
+        lists the written, unknown, duplicate and refused ids of every queue.
         """
         anchors = {queue: queue_anchor(queue) for queue in jobs_by_queue}
         defaults = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
-        check_int("now_ms_override", now_ms_override, 0)
+        self._now(now_ms_override)  # checks it
         check_int("batch_size", batch_size, 1)
+        check_int("retry", retry, 0)
         if batch_size > MAX_SCRIPT_BATCH:
             raise InvalidArgument(f"batch_size must be <= {MAX_SCRIPT_BATCH}")
+        for jobs in jobs_by_queue.values():
+            if isinstance(jobs, (list, tuple)):
+                check_jobs(jobs, defaults)
         enqueue = script("enqueue_batch")
         core = self._core
+        outcome = _Outcome()
+        queue_of: dict[int, str] = {}
+        seq = iter(range(1 << 62))
 
-        def batches(queue: str, jobs: Iterable[Any]) -> Iterator[Batch[tuple[str, list[str]]]]:
+        def batches(queue: str, jobs: Iterable[Any]) -> Iterator[Batch[_Sent]]:
             anchor, wake = anchors[queue], self._wake_command(queue)
             for chunk in _chunks(jobs, batch_size):
                 now = self._now(now_ms_override)
                 data, ids = core.encode_enqueue_batch(enqueue.sha, anchor, now, chunk, defaults)
-                yield Batch(data + wake, 2, (queue, ids))  # the EVALSHA, then the wake
+                sent = _Sent(queue, next(seq), ids, data + wake)  # the EVALSHA, then the wake
+                queue_of[sent.seq] = queue
+                yield Batch(sent.data, 2, sent)
 
-        written: dict[str, list[str]] = {queue: [] for queue in jobs_by_queue}
+        def on_reply(sent: _Sent, replies: list[Any]) -> Optional[BaseException]:
+            return outcome.reply(sent, replies[0])
 
-        def on_reply(tag: tuple[str, list[str]], replies: list[Any]) -> None:
-            self._status("ENQUEUE_BATCH", replies[0])
-            written[tag[0]].extend(tag[1])
-
-        streams = [QueueStream(anchors[q], batches(q, jobs)) for q, jobs in jobs_by_queue.items()]
-        try:
-            run_streams(self, streams, enqueue, on_reply)
-        except StreamsFailed as failed:
-            done = [job_id for ids in written.values() for job_id in ids]
-            cause = failed.cause
-            if not done and not isinstance(cause, ConnectionLost):
-                raise cause from None
-            unknown = [job_id for _, ids in failed.unknown for job_id in ids]
-            raise PublishManyError(
-                f"publish_many stopped after {len(done)} jobs: {cause}", done, unknown
-            ) from cause
+        streams = {q: QueueStream(anchors[q], batches(q, j)) for q, j in jobs_by_queue.items()}
+        pending = list(streams.values())
+        tries = 0
+        while True:
+            try:
+                run_streams(self, pending, enqueue, on_reply)
+                break
+            except StreamsFailed as failed:
+                cause = failed.cause
+                if tries < retry and _resendable(cause):
+                    tries += 1
+                    time.sleep(min(2.0, 0.05 * 2 ** (tries - 1)))
+                    for sent in reversed(outcome.take_retries(list(failed.unknown))):
+                        streams[sent.queue].retry.appendleft(Batch(sent.data, 2, sent))
+                    pending = [s for s in streams.values() if not s.finished]
+                    continue
+                raise self._publish_failure(outcome, failed) from cause
+        written = {q: outcome.written_to(q, queue_of) for q in jobs_by_queue}
+        if outcome.duplicates:
+            dups = [i for _, ids in sorted(outcome.duplicates) for i in ids]
+            raise DuplicateJobs(
+                f"publish_many wrote {sum(map(len, written.values()))} jobs; {len(dups)} not "
+                f"written again because their ids exist (first: {dups[0]!r})",
+                [i for ids in written.values() for i in ids],
+                [],
+                duplicates=dups,
+            )
         return written
+
+    @staticmethod
+    def _publish_failure(outcome: _Outcome, failed: StreamsFailed) -> BaseException:
+        """The error a stopped ``publish_many`` raises: its cause as it is when the call
+        changed nothing, else a :class:`PublishManyError` saying where every sent id is."""
+        cause = failed.cause
+        lost: list[_Sent] = list(failed.unknown)
+        unknown = [i for b in sorted(outcome.unknown + lost, key=lambda b: b.seq) for i in b.ids]
+        written = [i for _, ids in sorted(outcome.written) for i in ids]
+        dups = [i for _, ids in sorted(outcome.duplicates) for i in ids]
+        refused = [i for b in sorted(outcome.refused, key=lambda b: b.seq) for i in b.ids]
+        if not written and not unknown and not dups:
+            return cause  # nothing was written: the typed cause says why
+        return PublishManyError(
+            f"publish_many stopped after {len(written)} jobs ({len(unknown)} unknown, "
+            f"{len(refused)} refused, {len(dups)} duplicates): {cause}",
+            written,
+            unknown,
+            duplicates=dups,
+            not_written=refused,
+        )
 
     def reserve_many(
         self, queue: str, n: int, *, now_ms_override: int = 0

@@ -15,7 +15,7 @@ import redis as redis_py
 
 from ._base import now_ms, text
 from .bulk import BulkOps
-from .errors import AdminError, InvalidArgument, ProtocolError, ScriptError
+from .errors import AdminError, DuplicateJob, InvalidArgument, ProtocolError, ScriptError
 from .keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor
 from .options import check_id, check_int, enqueue_options
 from .types import AckFailResult, BatchResultItem, ReserveResult
@@ -86,6 +86,12 @@ class Client(BulkOps):
         FIFO group that runs at most ``group_limit`` jobs at once (the first publisher to
         set a limit wins; 0 leaves it unset, which means 1). Every argument is checked
         before anything is written.
+
+        Idempotent by job id: if a job with ``job_id`` exists in the queue (any state,
+        completed and failed included, until it is removed or trimmed), nothing is
+        written and :class:`~omniq_fast.errors.DuplicateJob` is raised (the official SDK
+        overwrites the job and queues it again). So a publish whose reply was lost
+        (:class:`~omniq_fast.errors.ConnectionLost`) can be sent again with the same id.
         """
         queue_anchor(queue)  # the name is checked first, like every other argument
         body = self._core.dumps_payload(payload)
@@ -99,6 +105,8 @@ class Client(BulkOps):
             "enqueue", queue, job_id, body, attempts, timeout, backoff,
             self._now(now_ms_override), due, group, limit,
         )  # fmt: skip
+        if isinstance(reply, list) and reply and text(reply[0]) == "DUPLICATE":
+            raise DuplicateJob(queue, job_id)
         self._status("ENQUEUE", reply)
         return job_id
 

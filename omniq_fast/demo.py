@@ -9,6 +9,7 @@ only if every job ended in the state it should.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .client import Client, now_ms
+from .errors import InvalidArgument
+from .options import check_int
 from .consumer import Consumer, JobCtx
 from .types import Job
 from .embedded import EmbeddedServer
@@ -25,6 +28,8 @@ from .monitor import QueueMonitor
 __all__ = ["run_demo", "DemoResult"]
 
 _GROUPS = 30
+#: Most jobs one demo run takes (its plan and its checks are held in memory).
+MAX_DEMO_JOBS = 10_000_000
 _DEADLINE_S = 300.0
 
 
@@ -154,7 +159,15 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
 
 
 def main(url: Optional[str], jobs: int) -> int:
-    """Run the demo on ``url``, or on an embedded server when it is ``None``."""
+    """Run the demo on ``url``, or on an embedded server when it is ``None``.
+
+    Returns the exit status: 0 if every job ended as it should, 1 if not, 2 for a bad
+    argument (checked here, whatever parses the command line, before anything starts)."""
+    try:
+        check_int("--jobs", jobs, 1, MAX_DEMO_JOBS)
+    except InvalidArgument as exc:
+        print(f"omniq-fast demo: error: {exc}", file=sys.stderr)
+        return 2
     url = url or os.environ.get("REDIS_URL")
     if url:
         return 0 if run_demo(url, jobs).ok else 1

@@ -27,6 +27,24 @@ __all__ = [
     "AdminError",
     "ProtocolError",
     "ReplyError",
+    "ServerRefused",
+    "OutOfMemory",
+    "ServerBusy",
+    "ServerLoading",
+    "NoScript",
+    "ReadOnlyReplica",
+    "MasterDown",
+    "TryAgain",
+    "ClusterDown",
+    "Redirected",
+    "NoReplicas",
+    "WritesDisabled",
+    "DuplicateJob",
+    "AuthenticationFailed",
+    "ServerTimeout",
+    "ServerUnreachable",
+    "reply_error",
+    "did_not_run",
     "ConnectionLost",
     "ClusterUnavailable",
     "MissingExtra",
@@ -110,10 +128,129 @@ class ReplyError(OmniqError, ResponseError):
     It is a redis-py ``ResponseError`` too, which is what the official SDK lets through for
     server-side errors, so handlers written for it keep catching these.
 
+    ``code`` is the reply's first word (``ERR``, ``OOM``, ``BUSY``...). ``ran`` says what the
+    reply proves about the command: ``False`` when the server refused it before it changed
+    anything (the subclasses of :class:`ServerRefused`), ``None`` when it cannot tell (a
+    script that failed part-way may have written some keys: Redis does not roll back).
+
     :class:`~omniq_fast._compat.ReplyParser` returns these as values instead of raising
     them, like ``hiredis.Reader``: an error inside a pipelined batch or an array must not
-    hide the replies around it. The caller decides which ones to raise.
+    hide the replies around it. The caller decides which ones to raise. The parser builds
+    them with :func:`reply_error`, which picks the subclass from the code.
     """
+
+    ran: Optional[bool] = None
+
+    @property
+    def code(self) -> str:
+        """The error code: the first word of the server's message."""
+        message = str(self)
+        return message.split(" ", 1)[0] if message else ""
+
+
+class ServerRefused(ReplyError):
+    """The server refused the command before running it: nothing changed, and sending it
+    again later is safe (``ran`` is ``False``)."""
+
+    ran: Optional[bool] = False
+
+
+class OutOfMemory(ServerRefused):
+    """``OOM``: the server is at ``maxmemory`` (policy ``noeviction``) and refuses writes.
+    A script is refused at its first write, before it changed anything."""
+
+
+class ServerBusy(ServerRefused):
+    """``BUSY``: another client's script (or function) is running past the busy timeout."""
+
+
+class ServerLoading(ServerRefused):
+    """``LOADING``: the server is loading its dataset after a restart."""
+
+
+class NoScript(ServerRefused):
+    """``NOSCRIPT``: the script is not loaded (first use, SCRIPT FLUSH, restart). The client
+    loads it and re-sends; this reaches the caller only if flushes keep winning the race."""
+
+
+class ReadOnlyReplica(ServerRefused):
+    """``READONLY``: the node is a replica (a failover demoted it); writes are refused."""
+
+
+class MasterDown(ServerRefused):
+    """``MASTERDOWN``: a replica lost its master and serves no stale data."""
+
+
+class TryAgain(ServerRefused):
+    """``TRYAGAIN``: a cluster slot is being migrated; the command did not run."""
+
+
+class ClusterDown(ServerRefused):
+    """``CLUSTERDOWN``: the cluster cannot serve the slot now; the command did not run."""
+
+
+class Redirected(ServerRefused):
+    """``MOVED``/``ASK``: the slot lives on another node; the command did not run here."""
+
+
+class NoReplicas(ServerRefused):
+    """``NOREPLICAS``: ``min-replicas-to-write`` is not met; writes are refused."""
+
+
+class WritesDisabled(ServerRefused):
+    """``MISCONF``: the server stopped accepting writes after a failed snapshot."""
+
+
+_REFUSALS: dict[str, type[ServerRefused]] = {
+    "OOM": OutOfMemory,
+    "BUSY": ServerBusy,
+    "LOADING": ServerLoading,
+    "NOSCRIPT": NoScript,
+    "READONLY": ReadOnlyReplica,
+    "MASTERDOWN": MasterDown,
+    "TRYAGAIN": TryAgain,
+    "CLUSTERDOWN": ClusterDown,
+    "MOVED": Redirected,
+    "ASK": Redirected,
+    "NOREPLICAS": NoReplicas,
+    "MISCONF": WritesDisabled,
+}
+
+
+def reply_error(message: str) -> ReplyError:
+    """The typed error for a server error reply's text (without the leading ``-``)."""
+    cls = _REFUSALS.get(message.split(" ", 1)[0])
+    return ReplyError(message) if cls is None else cls(message)
+
+
+def did_not_run(reply: object) -> bool:
+    """Whether ``reply`` proves its command changed nothing: an error reply of a
+    :class:`ServerRefused` kind (or a redis-py error of one of those codes). Such a call
+    (an ack, a batch of enqueues) may be sent again; any other reply may not prove it."""
+    if isinstance(reply, ReplyError):
+        return reply.ran is False
+    if isinstance(reply, ResponseError):
+        return str(reply).split(" ", 1)[0] in _REFUSALS
+    return False
+
+
+class DuplicateJob(OmniqError, ValueError):
+    """``publish`` of a ``job_id`` whose job already exists in the queue (any state): the
+    job was not written again (reason ``DUPLICATE``). The official SDK overwrites it."""
+
+    reason = "DUPLICATE"
+
+    def __init__(self, queue: str, job_id: str) -> None:
+        self.queue = queue
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} already exists in queue {queue!r}; not published again")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.queue, self.job_id))
+
+
+class AuthenticationFailed(OmniqError, PermissionError):
+    """The server refused the credentials (wrong password or ACL user). Nothing was sent."""
 
 
 class ConnectionLost(OmniqError, ConnectionError):
@@ -127,6 +264,15 @@ class ConnectionLost(OmniqError, ConnectionError):
     def __init__(self, message: str, unknown: Optional[list[Any]] = None) -> None:
         super().__init__(message)
         self.unknown: list[Any] = unknown or []
+
+
+class ServerTimeout(ConnectionLost, TimeoutError):
+    """No reply within the socket timeout after the command was sent: the server may be
+    frozen or overloaded, and the command may have run. Not re-sent automatically."""
+
+
+class ServerUnreachable(OmniqError, ConnectionError):
+    """Connecting to the server failed (refused, timed out, DNS): nothing was sent."""
 
 
 class ClusterUnavailable(OmniqError, ConnectionError):

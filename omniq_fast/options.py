@@ -5,26 +5,49 @@ Every check raises a typed error (a ``ValueError``) before anything is sent.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 from .errors import InvalidArgument
 from .types import Job
 
-__all__ = ["check_int", "check_number", "check_id", "EnqueueOptions", "enqueue_options", "job_options"]
+__all__ = [
+    "check_int", "check_number", "check_id", "EnqueueOptions", "enqueue_options",
+    "job_options", "check_jobs", "MAX_ID_LEN", "MAX_ATTEMPTS", "MAX_TIMEOUT_MS",
+    "MAX_BACKOFF_MS", "MAX_EPOCH_MS", "MAX_GROUP_LIMIT",
+]  # fmt: skip
 
 MAX_ID_LEN = 256
+
+# Upper bounds of the publish options. The scripts compute in Lua doubles and write numbers
+# with tostring, which switches to exponent notation ("1e+14") from 10^14 on: a deadline
+# (now + timeout_ms), a due time (now + backoff_ms) or a counter at or past that is stored
+# and answered as text no SDK parses as an integer. These keep every sum below 10^14.
+
+#: Most attempts a job may be given.
+MAX_ATTEMPTS = 1_000_000
+#: Longest lease: 366 days.
+MAX_TIMEOUT_MS = 366 * 86_400_000
+#: Longest retry backoff: 366 days.
+MAX_BACKOFF_MS = 366 * 86_400_000
+#: Latest time a caller may name (``due_ms``, ``now_ms_override``): 2286-11-20, the last
+#: epoch millisecond with 13 digits; a lease or backoff added to it stays below 10^14.
+MAX_EPOCH_MS = 9_999_999_999_999
+#: Largest group concurrency limit.
+MAX_GROUP_LIMIT = 1_000_000
 
 #: Validated (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit).
 EnqueueOptions = Tuple[int, int, int, int, str, int]
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` if it is an int ``>= minimum``; bool is refused (``True`` as a timeout is a
-    bug in the caller, not 1 ms)."""
+def check_int(name: str, value: object, minimum: int, maximum: Optional[int] = None) -> int:
+    """``value`` if it is an int ``>= minimum`` (and ``<= maximum`` if given); bool is
+    refused (``True`` as a timeout is a bug in the caller, not 1 ms)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidArgument(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise InvalidArgument(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidArgument(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -57,11 +80,11 @@ def enqueue_options(
     group_limit: int,
 ) -> EnqueueOptions:
     """The publish options, checked; ``gid`` ``None`` or ``""`` means ungrouped."""
-    check_int("max_attempts", max_attempts, 1)
-    check_int("timeout_ms", timeout_ms, 1)
-    check_int("backoff_ms", backoff_ms, 0)
-    check_int("due_ms", due_ms, 0)
-    check_int("group_limit", group_limit, 0)
+    check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+    check_int("timeout_ms", timeout_ms, 1, MAX_TIMEOUT_MS)
+    check_int("backoff_ms", backoff_ms, 0, MAX_BACKOFF_MS)
+    check_int("due_ms", due_ms, 0, MAX_EPOCH_MS)
+    check_int("group_limit", group_limit, 0, MAX_GROUP_LIMIT)
     if gid is None:
         gid = ""
     elif gid != "":
@@ -82,3 +105,14 @@ def job_options(job: Job, defaults: EnqueueOptions) -> EnqueueOptions:
         d_gid if job.gid is None else job.gid,
         d_limit if job.group_limit is None else job.group_limit,
     )
+
+
+def check_jobs(items: Sequence[Any], defaults: EnqueueOptions) -> None:
+    """The options and ids of every :class:`Job` of ``items``, checked, so a bad item in a
+    list refuses the whole ``publish_many`` before its first batch is sent (payloads are
+    checked as they are encoded)."""
+    for item in items:
+        if isinstance(item, Job):
+            job_options(item, defaults)
+            if item.job_id:
+                check_id("job_id", item.job_id)

@@ -73,12 +73,15 @@ def run_streams(
     client: ClientBase,
     streams: list[QueueStream[T]],
     script: Script,
-    on_reply: Callable[[T, list[Any]], None],
+    on_reply: Callable[[T, list[Any]], Optional[BaseException]],
 ) -> None:
     """Send every stream's batches of ``script`` calls; ``on_reply(tag, replies)`` is
-    called for each batch that ran, in each queue's order (from several threads when
-    the queues live on several nodes). Raises :class:`StreamsFailed` on the first error;
-    the other nodes then stop taking new batches and drain what they have in flight."""
+    called for each batch that got its replies (redirections aside), in each queue's order
+    (from several threads when the queues live on several nodes). It returns an error to
+    stop the run (a batch the server refused), or None. Raises :class:`StreamsFailed` on
+    the first error; every node then stops taking new batches and still reads, and hands
+    to ``on_reply``, the replies of what it has in flight, so no sent batch goes unheard
+    (except on a lost connection: those are in ``unknown``)."""
     router = client._mode()
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -114,8 +117,11 @@ def run_streams(
                     stream.redirect = redirect
                     stream.retry.append(batch)  # in order: later ones bounce after it
                 else:
-                    on_reply(batch.tag, replies)
-                    progress.set()
+                    refused = on_reply(batch.tag, replies)
+                    if refused is not None:
+                        fail(refused)  # the feed stops; what is in flight is still read
+                    else:
+                        progress.set()
         except ConnectionLost as exc:
             exc.unknown = [batch.tag for _, batch in exc.unknown]
             fail(exc)

@@ -16,15 +16,32 @@ from types import ModuleType
 from typing import Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import redis
+from redis.exceptions import AuthenticationError, AuthenticationWrongNumberOfArgsError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ConnectionLost, ReplyError
+from .errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    InvalidArgument,
+    OmniqError,
+    ProtocolError,
+    ReplyError,
+    ServerTimeout,
+    ServerUnreachable,
+    reply_error,
+)
 from .scripts import Script
 
-__all__ = ["Transport", "Batch"]
+__all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: How many times a call answered NOSCRIPT is loaded and re-sent before the NOSCRIPT reply
+#: reaches the caller: a SCRIPT FLUSH can land between the load and the re-run, but a loop
+#: of flushes must not keep a call going for ever.
+MAX_NOSCRIPT_RETRIES = 5
 _READ_SIZE = 1 << 16
 _EXHAUSTED = StopIteration()  # marks a source that simply ran out
 
@@ -44,6 +61,52 @@ class Batch(Generic[T]):
 
 def _is_noscript(reply: object) -> bool:
     return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def connect_error(exc: BaseException) -> BaseException:
+    """The typed error for a failure to set a connection up (nothing was sent yet):
+    :class:`AuthenticationFailed` for refused credentials, :class:`InvalidArgument` for a
+    database the server refuses (with the server's own words), :class:`ServerUnreachable`
+    for the network, a typed :class:`ReplyError` for any other refusal. Anything else (our
+    own errors included) is returned as it is."""
+    if isinstance(exc, OmniqError):
+        return exc
+    message = str(exc)
+    if isinstance(exc, (AuthenticationError, AuthenticationWrongNumberOfArgsError)) or (
+        isinstance(exc, ResponseError) and message.startswith(("NOAUTH", "WRONGPASS"))
+    ):
+        return AuthenticationFailed(f"the server refused the credentials: {message}")
+    if isinstance(exc, ResponseError):
+        if "DB index" in message or "SELECT" in message:
+            return InvalidArgument(f"the server refused the URL's database: {message}")
+        return reply_error(message)
+    if isinstance(exc, RedisTimeoutError):
+        return ServerUnreachable(f"connecting to the server timed out: {message}")
+    if isinstance(exc, (RedisConnectionError, OSError)):
+        return ServerUnreachable(f"cannot connect to the server: {message}")
+    if isinstance(exc, RedisError):
+        return ProtocolError(f"connection setup failed: {message}")
+    return exc
+
+
+def lost(what: str, exc: BaseException, unknown: Optional[list[Any]] = None) -> ConnectionLost:
+    """The error for a connection that failed after ``what`` was sent: its effect is
+    unknown. A socket timeout (a frozen or overloaded server) is :class:`ServerTimeout`."""
+    if isinstance(exc, (RedisTimeoutError, socket.timeout, TimeoutError)):
+        return ServerTimeout(
+            f"no reply to {what} within the socket timeout; its effect on the server is "
+            f"unknown: {exc}",
+            unknown,
+        )
+    if isinstance(exc, ProtocolError):
+        return ConnectionLost(
+            f"unreadable reply to {what} (connection closed); its effect on the server is "
+            f"unknown: {exc}",
+            unknown,
+        )
+    return ConnectionLost(
+        f"connection lost during {what}; its effect on the server is unknown: {exc}", unknown
+    )
 
 
 class _Wire:
@@ -87,9 +150,17 @@ class Transport:
     # ------------------------------------------------------------------ checkout
 
     def _checkout(self) -> _Wire:
-        conn = self._pool.get_connection()
+        """A connected wire; setting one up sends no command of ours, so its failures are
+        raised typed by :func:`connect_error` (nothing ran)."""
+        try:
+            conn = self._pool.get_connection()
+        except Exception as exc:
+            raise connect_error(exc) from exc
         try:
             return _Wire(conn, self._core.ReplyParser())
+        except Exception as exc:
+            self._pool.release(conn)
+            raise connect_error(exc) from exc
         except BaseException:
             self._pool.release(conn)
             raise
@@ -107,9 +178,10 @@ class Transport:
         """Write ``count`` encoded commands at once and read their replies.
 
         Error replies come back as :class:`ReplyError` values, not raised, so one bad reply
-        does not hide the others. A network error once sending has begun raises
-        :class:`ConnectionLost`; one while connecting (refused, bad password) propagates
-        as redis-py raised it, since nothing reached the server.
+        does not hide the others. A network error or an unreadable reply once sending has
+        begun raises :class:`ConnectionLost` (:class:`ServerTimeout` for a socket timeout);
+        one while connecting raises as :func:`connect_error` says, since nothing reached
+        the server.
         """
         wire = self._checkout()
         healthy = False
@@ -118,10 +190,8 @@ class Transport:
             replies = wire.read(count)
             healthy = True
             return replies
-        except _NETWORK_ERRORS as exc:
-            raise ConnectionLost(
-                f"connection lost during {what}; its effect on the server is unknown: {exc}"
-            ) from exc
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            raise lost(what, exc) from exc
         finally:
             self._checkin(wire, healthy)
 
@@ -136,11 +206,14 @@ class Transport:
         While the server runs one batch, the next is already encoded and on its way, so
         neither side waits for the other. Yields each batch's tag with its replies, in
         order. NOSCRIPT replies (the script was flushed) are re-run in order after a
-        SCRIPT LOAD: a NOSCRIPT reply means that call did nothing.
+        SCRIPT LOAD, up to :data:`MAX_NOSCRIPT_RETRIES` times: a NOSCRIPT reply means that
+        call did nothing. Other error replies are yielded like any reply: the consumer of
+        the stream decides, and stops the source if it wants no more batches sent, while
+        the batches in flight are still read and yielded.
 
-        On a network error raises :class:`ConnectionLost` whose ``unknown`` holds the
-        tags of the batches in flight (their effect is unknown); batches already yielded
-        were applied, and the rest were never sent.
+        On a network error or an unreadable reply raises :class:`ConnectionLost` whose
+        ``unknown`` holds the tags of the batches in flight (their effect is unknown);
+        batches already yielded got their replies, and the rest were never sent.
         """
         wire = self._checkout()
         healthy = False
@@ -160,8 +233,8 @@ class Transport:
                         # replies, so the caller knows exactly what was written.
                         stopped = exc
                         break
+                    in_flight.append(batch)  # before sending: half a write is in flight too
                     wire.send(batch.data)
-                    in_flight.append(batch)
                 if not in_flight:
                     break
                 batch = in_flight[0]
@@ -174,11 +247,11 @@ class Transport:
                     in_flight.popleft()
                     yield batch.tag, replies
             healthy = True
-        except _NETWORK_ERRORS as exc:
-            raise ConnectionLost(
-                f"connection lost during {script.name}; the effect of "
-                f"{len(in_flight)} batch(es) in flight is unknown: {exc}",
-                unknown=[b.tag for b in in_flight],
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            raise lost(
+                f"{script.name} ({len(in_flight)} batch(es) in flight)",
+                exc,
+                [b.tag for b in in_flight],
             ) from exc
         finally:
             self._checkin(wire, healthy)
@@ -190,20 +263,27 @@ class Transport:
     ) -> list[tuple[Batch[T], list[Any]]]:
         """The script was flushed: the head batch answered NOSCRIPT, and so did (most
         likely) every batch sent after it. Read those replies first, so the wire is in
-        step, then load the script and re-send, in order, every batch that did not run.
-        Each batch is a single EVALSHA: a NOSCRIPT reply means it changed nothing."""
+        step, then, batch by batch in order, load the script and re-send each batch that
+        did not run (a flush may land between the load and the re-send: bounded by
+        :data:`MAX_NOSCRIPT_RETRIES`). Each batch is a single EVALSHA: a NOSCRIPT reply
+        means it changed nothing. A batch still answering NOSCRIPT after the retries, or
+        whose load was refused, keeps its NOSCRIPT reply (it did not run)."""
         answered = [(in_flight[0], head)]
         for batch in list(in_flight)[1:]:
             answered.append((batch, wire.read(batch.count)))
-        wire.send(self._core.encode_command((b"SCRIPT", b"LOAD", script.source)))
-        (loaded,) = wire.read(1)
-        if isinstance(loaded, ReplyError):
-            raise loaded
+        load = self._core.encode_command((b"SCRIPT", b"LOAD", script.source))
         out = []
         for batch, replies in answered:
-            if any(_is_noscript(r) for r in replies):
-                wire.send(batch.data)
-                replies = wire.read(batch.count)
+            tries = 0
+            while any(_is_noscript(r) for r in replies) and tries < MAX_NOSCRIPT_RETRIES:
+                tries += 1
+                wire.send(load + batch.data)
+                loaded, *again = wire.read(1 + batch.count)
+                if isinstance(loaded, ReplyError):
+                    # The EVALSHA sent after the failed load answered NOSCRIPT too.
+                    replies = again
+                    break
+                replies = again
             out.append((batch, replies))
         return out
 
@@ -239,8 +319,10 @@ class Transport:
         count = len(calls) + len(extra)
         what = "+".join(script.name for script, _ in calls)
         replies = self.roundtrip(data, count, what)
-        missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
-        if missing:
+        for _ in range(MAX_NOSCRIPT_RETRIES):
+            missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
+            if not missing:
+                break
             scripts = {calls[i][0].name: calls[i][0] for i in missing}
             load = b"".join(
                 self._core.encode_command((b"SCRIPT", b"LOAD", s.source)) for s in scripts.values()
@@ -256,15 +338,17 @@ class Transport:
         return replies
 
     def run_encoded(self, script: Script, data: bytes) -> Any:
-        """Send one encoded EVALSHA of ``script``; load it and retry once on NOSCRIPT.
+        """Send one encoded EVALSHA of ``script``; load it and retry on NOSCRIPT (bounded).
 
         A network error after sending raises :class:`ConnectionLost` and is not retried:
         the script may or may not have run, and re-sending it could queue or process a
         job twice.
         """
         reply = self.roundtrip(data, 1, script.name)[0]
-        if _is_noscript(reply):
+        tries = 0
+        while _is_noscript(reply) and tries < MAX_NOSCRIPT_RETRIES:
             # Loading and re-running is safe: a NOSCRIPT reply means nothing ran.
+            tries += 1
             load = self._core.encode_command((b"SCRIPT", b"LOAD", script.source))
             loaded, reply = self.roundtrip(load + data, 2, script.name)
             if isinstance(loaded, ReplyError):

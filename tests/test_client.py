@@ -15,6 +15,7 @@ from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
 
 from omniq_fast import (
     AdminError,
+    AuthenticationFailed,
     BatchResultItem,
     Client,
     ConnectionLost,
@@ -193,8 +194,12 @@ def test_acl_user_and_password_in_the_url(redis_url: str, qname: str) -> None:
         with Client(url) as c:
             c.publish(qname, {})
             assert isinstance(c.reserve(qname), ReservedJob)
-        with Client(url.replace(password, "wrong")) as c, pytest.raises(redis.AuthenticationError):
+        # Typed at the client's boundary: an OmniqError, and the builtin PermissionError.
+        with Client(url.replace(password, "wrong")) as c, pytest.raises(AuthenticationFailed):
             c.publish(qname, {})
+        with Client(url.replace(password, "wrong"), cluster=False) as c:
+            with pytest.raises(PermissionError, match="credentials"):
+                c.reserve(qname)
     finally:
         admin.acl_deluser(user)
         admin.close()
@@ -300,3 +305,73 @@ def test_cluster_redirections_are_recognised() -> None:
     assert redirect_of(ReplyError("CLUSTERDOWN The cluster is down")) == ("CLUSTERDOWN", "")
     assert redirect_of(ReplyError("ERR unknown command")) is None
     assert redirect_of(b"MOVED 1 x:1") is None  # only error replies redirect
+
+
+# --------------------------------------------------------------------------- idempotent publish
+
+
+def test_publish_is_idempotent_by_job_id_in_every_state(
+    client: Client, r: redis.Redis, qname: str
+) -> None:
+    from omniq_fast import DuplicateJob
+    from support import snapshot
+
+    prefix = "{" + qname + "}"
+
+    def refused(job_id: str) -> None:
+        before = snapshot(r, prefix)
+        with pytest.raises(DuplicateJob) as info:
+            client.publish(qname, {"again": True}, job_id=job_id, gid="other")
+        assert info.value.job_id == job_id and info.value.reason == "DUPLICATE"
+        assert isinstance(info.value, ValueError)
+        assert snapshot(r, prefix) == before  # nothing written, stats untouched
+
+    client.publish(qname, {"n": 1}, job_id="waiting")
+    client.publish(qname, {"n": 2}, job_id="delayed", due_ms=NOW * 2)
+    client.publish(qname, {"n": 3}, job_id="done")
+    client.publish(qname, {"n": 4}, job_id="bad", max_attempts=1)
+    refused("waiting")
+    refused("delayed")
+    leases = {}
+    for _ in range(3):
+        job = client.reserve(qname)
+        assert isinstance(job, ReservedJob)
+        leases[job.job_id] = job
+    refused("done")  # active
+    client.ack_success(qname, "done", leases["done"].lease_token)
+    client.ack_fail(qname, "bad", leases["bad"].lease_token, error="x")
+    refused("done")  # completed
+    refused("bad")  # failed
+    # Once its hash is gone (removed here), the id may be used again.
+    client.remove_job(qname, "bad", "failed")
+    assert client.publish(qname, {"n": 5}, job_id="bad") == "bad"
+
+
+def test_publish_many_reports_duplicates_per_item(
+    client: Client, r: redis.Redis, qname: str
+) -> None:
+    from omniq_fast import DuplicateJobs, Job, OmniqError
+
+    client.publish(qname, {"first": True}, job_id="old")
+    jobs = [Job({"i": i}, job_id=f"j{i}") for i in range(5)]
+    jobs += [Job({"dup": 1}, job_id="old"), Job({"dup": 2}, job_id="j1"), Job({"i": 9})]
+    with pytest.raises(DuplicateJobs) as info:
+        client.publish_many(qname, jobs, batch_size=3)
+    err = info.value
+    assert isinstance(err, OmniqError) and isinstance(err, ValueError)
+    assert err.duplicates == ["old", "j1"]
+    assert err.written[:5] == [f"j{i}" for i in range(5)] and len(err.written) == 6
+    assert not err.unknown and not err.not_written
+    wait = [i.decode() for i in r.lrange("{" + qname + "}:wait", 0, -1)]
+    assert wait == ["old", *err.written]  # every id queued once, in order
+    assert r.hget("{" + qname + "}:job:old", "payload") == b'{"first":true}'
+    assert int(r.hget("{" + qname + "}:stats", "waiting")) == 7
+
+
+def test_omniq_client_publish_raises_duplicate_job(redis_url: str, qname: str) -> None:
+    from omniq_fast import DuplicateJob
+
+    with OmniqClient(redis=redis.Redis.from_url(redis_url)) as c:
+        assert c.publish(queue=qname, payload={"a": 1}, job_id="same") == "same"
+        with pytest.raises(DuplicateJob):
+            c.publish(queue=qname, payload={"a": 2}, job_id="same")

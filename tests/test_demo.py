@@ -25,3 +25,13 @@ def test_cli_version() -> None:
         [sys.executable, "-m", "omniq_fast", "--version"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.startswith("omniq-fast ")
+
+
+def test_demo_refuses_a_bad_job_count() -> None:
+    for bad in ("-5", "0"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "omniq_fast", "demo", "--jobs", bad],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "--jobs must be >= 1" in proc.stderr and "OK" not in proc.stdout

@@ -265,7 +265,7 @@ def test_calls_while_gets_runs_are_refused(core: ModuleType, monkeypatch: Any) -
                 except RuntimeError as exc:
                     refused.append(exc)
 
-    monkeypatch.setattr(core, "ReplyError", Meddling)
+    monkeypatch.setattr(core, "reply_error", Meddling)  # what the parser builds errors with
     parser.feed(b"*2\r\n-ERR a\r\n$5\r\nhello\r\n")
     reply = parser.gets()
     assert len(refused) == 2

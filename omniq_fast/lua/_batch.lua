@@ -162,9 +162,12 @@ local function job_engines()
   end
 
   -- enqueue n jobs at now. job_at(i) gives job i's id, payload, max_attempts, timeout_ms,
-  -- backoff_ms, due_ms, gid ("" or nil: none) and group_limit, as sent.
+  -- backoff_ms, due_ms, gid ("" or nil: none) and group_limit, as sent. A job whose id
+  -- exists (its hash, or an earlier job of this call) is skipped, as enqueue skips it.
+  -- Returns the positions of the skipped jobs.
   local function enqueue_jobs(now, n, job_at)
-    if n == 0 then return end
+    local duplicates, seen = {}, {}
+    if n == 0 then return duplicates end
     local stamp = tostring(now)
     local t, groups, offers, lists = {}, {}, {}, {}
     local wait = lane_cmd("RPUSH", K_WAIT)
@@ -185,56 +188,61 @@ local function job_engines()
     end
     for i = 1, n do
       local id, payload, max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit = job_at(i)
-      gid = gid or ""
-      local due = to_int(due_ms)
-      local later = due > now
-      -- A reused id is not refused (PROTOCOL.md §7): the hash is overwritten field by field.
-      local fields = {"HSET", job_key(id), "id", id, "payload", payload,
-                      "state", later and "delayed" or "wait", "attempt", "0",
-                      "max_attempts", int_text(max_attempts), "timeout_ms", int_text(timeout_ms),
-                      "backoff_ms", int_text(backoff_ms),
-                      "created_ms", stamp, "updated_ms", stamp, "queued_ms", stamp,
-                      "first_started_ms", "", "last_started_ms", "", "completed_ms", "",
-                      "failed_ms", ""}
-      local g
-      if gid ~= "" then
-        grouped = true
-        fields[#fields + 1] = "gid"
-        fields[#fields + 1] = gid
-        local limit = to_int(group_limit)
-        if limit > 0 or not later then g = group_info(groups, gid) end
-        -- The first publisher to name a limit fixes it for the group.
-        if limit > 0 and not g.has_limit then
-          redis.call("SET", group_key(gid, "limit"), tostring(limit), "NX")
-          g.has_limit, g.cap = true, limit
-        end
-      end
-      if later then
-        fields[#fields + 1] = "due_ms"
-        fields[#fields + 1] = tostring(due)
-        zadd_put(delayed, due, id)
-        zadd_put(idx_delayed, now, id)
-        n_delayed = n_delayed + 1
-      elseif g then
-        if g.list == nil then
-          g.list = lane_cmd("RPUSH", group_key(gid, "wait"))
-          lists[#lists + 1] = g.list
-        end
-        lane_add(g.list, id)
-        zadd_put(idx_wait, now, id)
-        n_grouped = n_grouped + 1
-        -- inflight does not move here, so only the first offer of the call can add the gid.
-        if not g.offered and g.running < g.cap then
-          g.offered = true
-          offers[#offers + 1] = gid
-        end
+      if seen[id] or redis.call("EXISTS", job_key(id)) == 1 then
+        duplicates[#duplicates + 1] = i
       else
-        lane_add(wait, id)
-        zadd_put(idx_wait, now, id)
-        n_ungrouped = n_ungrouped + 1
+        seen[id] = true
+        gid = gid or ""
+        local due = to_int(due_ms)
+        local later = due > now
+        local fields = {"HSET", job_key(id), "id", id, "payload", payload,
+                        "state", later and "delayed" or "wait", "attempt", "0",
+                        "max_attempts", int_text(max_attempts), "timeout_ms", int_text(timeout_ms),
+                        "backoff_ms", int_text(backoff_ms),
+                        "created_ms", stamp, "updated_ms", stamp, "queued_ms", stamp,
+                        "first_started_ms", "", "last_started_ms", "", "completed_ms", "",
+                        "failed_ms", ""}
+        local g
+        if gid ~= "" then
+          grouped = true
+          fields[#fields + 1] = "gid"
+          fields[#fields + 1] = gid
+          local limit = to_int(group_limit)
+          if limit > 0 or not later then g = group_info(groups, gid) end
+          -- The first publisher to name a limit fixes it for the group.
+          if limit > 0 and not g.has_limit then
+            redis.call("SET", group_key(gid, "limit"), tostring(limit), "NX")
+            g.has_limit, g.cap = true, limit
+          end
+        end
+        if later then
+          fields[#fields + 1] = "due_ms"
+          fields[#fields + 1] = tostring(due)
+          zadd_put(delayed, due, id)
+          zadd_put(idx_delayed, now, id)
+          n_delayed = n_delayed + 1
+        elseif g then
+          if g.list == nil then
+            g.list = lane_cmd("RPUSH", group_key(gid, "wait"))
+            lists[#lists + 1] = g.list
+          end
+          lane_add(g.list, id)
+          zadd_put(idx_wait, now, id)
+          n_grouped = n_grouped + 1
+          -- inflight does not move here, so only the first offer of the call can add the gid.
+          if not g.offered and g.running < g.cap then
+            g.offered = true
+            offers[#offers + 1] = gid
+          end
+        else
+          lane_add(wait, id)
+          zadd_put(idx_wait, now, id)
+          n_ungrouped = n_ungrouped + 1
+        end
+        redis.call(unpack(fields))
       end
-      redis.call(unpack(fields))
     end
+    if #duplicates == n then return duplicates end  -- nothing written: touch nothing
     if grouped then redis.call("SET", BASE .. ":has_groups", "1") end
     for _, list in ipairs(lists) do lane_send(list) end
     lane_send(wait)
@@ -248,6 +256,7 @@ local function job_engines()
     offer_groups(offers, now, t)
     tally_apply(t)
     stat_touch(now, "last_enqueue_ms")
+    return duplicates
   end
 
   -- Up to max_n consecutive reserves at now, each trying the lane lane:rr names first. Stops

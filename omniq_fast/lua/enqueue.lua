@@ -1,7 +1,7 @@
 -- enqueue: write a job hash and queue it: delayed if due later, else its group's list or wait.
 -- ARGV: job_id, payload, max_attempts, timeout_ms, backoff_ms, now_ms, due_ms, gid ("" for
 --       none), group_limit (<= 0: leave the group's limit alone)
--- Reply: {"OK", job_id}
+-- Reply: {"OK", job_id} | {"DUPLICATE", job_id}
 local id, payload = ARGV[1], ARGV[2]
 local now = to_int(ARGV[6])
 local due = to_int(ARGV[7])
@@ -10,7 +10,12 @@ local group_limit = to_int(ARGV[9])
 local jk = job_key(id)
 local stamp = tostring(now)
 
--- A reused id is not refused (PROTOCOL.md §7): the hash is overwritten field by field.
+-- A job id names one job for as long as its hash exists, whatever its state: publishing it
+-- again writes nothing. This is omniq-fast's one deliberate divergence from the official
+-- scripts (PROTOCOL.md §7: they overwrite the hash and queue the id a second time, which
+-- runs the job again, refuses its acks and leaves the active counter wrong).
+if redis.call("EXISTS", jk) == 1 then return {"DUPLICATE", id} end
+
 redis.call("HSET", jk, "id", id, "payload", payload, "state", "wait", "attempt", "0",
            "max_attempts", tostring(to_int(ARGV[3])), "timeout_ms", tostring(to_int(ARGV[4])),
            "backoff_ms", tostring(to_int(ARGV[5])),

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import Pair
-from omniq_fast import OmniqClient
+from omniq_fast import DuplicateJob, OmniqClient
+from support import snapshot
 
 EXAMPLES = int(os.environ.get("OMNIQ_FAST_CONFORMANCE_EXAMPLES", "200"))
 
@@ -121,6 +122,16 @@ def run_sequence(pair: Pair, queue: str, seq: list[tuple[str, dict[str, Any]]]) 
                 kw["job_id"], kw["lease_token"] = leases[lease]
             else:  # a token nobody holds
                 kw["job_id"], kw["lease_token"] = JOB_IDS[lease % len(JOB_IDS)], "f" * 40
+        if op == "publish" and pair.r.exists("{" + queue + "}:job:" + kw["job_id"]):
+            # The one documented divergence (README "Deliberate divergences"): the official
+            # SDK overwrites an existing job and queues it again; ours refuses the id and
+            # writes nothing. The oracle is not called, so the keyspaces stay comparable.
+            before = snapshot(pair.r, "{" + queue + "}")
+            with pytest.raises(DuplicateJob):
+                pair.ours.publish(**kw)
+            assert snapshot(pair.r, "{" + queue + "}") == before
+            pair.log.append(f"publish({kw}) -> DuplicateJob (ours only)")
+            continue
         result = pair.call(op, **kw)
         if op == "reserve" and getattr(result, "status", None) == "JOB":
             leases.append((result.job_id, result.lease_token))

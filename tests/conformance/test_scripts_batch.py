@@ -129,14 +129,25 @@ class Twin:
         return decoded(run_script(self.r, script, self.anchor, *argv))
 
     def enqueue_batch(self, now: int, jobs: list[Job]) -> Any:
+        # The one documented divergence (README "Deliberate divergences"): a job whose id
+        # exists — before the call or from an earlier job of it — is not written again.
+        # The oracle gets the single calls ours would do, the fresh jobs only; the reply
+        # names the skipped positions.
+        seen: set[str] = set()
+        duplicates = []
+        for i, job in enumerate(jobs, 1):
+            if job.job_id in seen or self.r.exists(self.key("job:" + job.job_id)):
+                duplicates.append(str(i))
+            seen.add(job.job_id)
+        fresh = [job for i, job in enumerate(jobs, 1) if str(i) not in duplicates]
         theirs = [call_official(lambda j=job: self.oracle.publish(
-            queue=self.queue, now_ms_override=now, **j.publish_kwargs())) for job in jobs]
-        assert theirs == [job.job_id for job in jobs], [plain_official(x) for x in theirs]
+            queue=self.queue, now_ms_override=now, **j.publish_kwargs())) for job in fresh]
+        assert theirs == [job.job_id for job in fresh], [plain_official(x) for x in theirs]
         argv: list[Any] = [now, len(jobs)]
         for job in jobs:
             argv.extend(job.batch_fields())
         reply = self.ours("enqueue_batch", *argv)
-        assert reply == ["OK", str(len(jobs))], reply
+        assert reply == ["OK", str(len(fresh)), *duplicates], reply
         self.assert_same_keys()
         return reply
 
@@ -313,14 +324,15 @@ def test_enqueue_batch_group_already_offered(twin: Twin) -> None:
 
 
 def test_enqueue_batch_duplicate_ids(twin: Twin) -> None:
-    twin.enqueue_batch(1000, [
+    reply = twin.enqueue_batch(1000, [
         Job("J1", gid="g", max_attempts=5),
-        Job("J1"),                       # ungrouped now, keeps the old gid field
-        Job("J1", due_ms=4000),          # delayed as well
+        Job("J1"),                       # the first J1 stands; these are skipped
+        Job("J1", due_ms=4000),
         Job("J2", due_ms=3000),
-        Job("J2", due_ms=2000),          # the later due wins
+        Job("J2", due_ms=2000),
         Job("J2"),
     ])
+    assert reply == ["OK", "2", "2", "3", "5", "6"]
     twin.reserve_batch(1001, 10)
 
 
@@ -328,7 +340,7 @@ def test_enqueue_batch_reused_existing_ids(twin: Twin) -> None:
     twin.publish(Job("J1", gid="g", max_attempts=5), 900)
     lease = twin.reserve(950)
     assert lease is not None
-    twin.enqueue_batch(1000, [Job("J1"), Job("J2", gid="g")])
+    assert twin.enqueue_batch(1000, [Job("J1"), Job("J2", gid="g")]) == ["OK", "1", "1"]
     twin.heartbeat_batch(1001, [lease])
     twin.ack_success_batch(1002, [lease])
 

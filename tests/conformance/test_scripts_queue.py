@@ -129,6 +129,21 @@ class Pair:
         assert reply == ["OK", job_id] and result == job_id
         return reply
 
+    def publish_duplicate(self, job_id: str, now: int, **options: Any) -> None:
+        """Publish an id that exists, on our side only: the documented divergence (README
+        "Deliberate divergences"). The official script overwrites the job and queues it
+        again; ours answers DUPLICATE and leaves every key as it was. The oracle is not
+        called, so both sides stay comparable for the steps after."""
+        prefix = "{" + self.queue + "}"
+        before = snapshot(self.r, prefix)
+        argv = [job_id, payload_json({"id": job_id}), options.get("max_attempts", 3),
+                options.get("timeout_ms", 30000), options.get("backoff_ms", 5000), now,
+                options.get("due_ms", 0), options.get("gid") or "",
+                options.get("group_limit", 0)]  # fmt: skip
+        assert decoded(run_script(self.r, "enqueue", self.anchor, *argv)) == ["DUPLICATE", job_id]
+        assert snapshot(self.r, prefix) == before
+        self.assert_same_keys()
+
     def reserve(self, now: int, check: bool = True) -> Any:
         reply, result = self.step(
             lambda: self.oracle.reserve(queue=self.queue, now_ms_override=now),
@@ -285,13 +300,18 @@ def test_enqueue_delayed(pair: Pair) -> None:
     pair.publish("J4", 1000, due_ms=999, gid="g")
 
 
+# A reused id is where we deliberately differ (the official script overwrites the job and
+# queues it twice): ours writes nothing, in every state the job can be in, and the queue
+# then goes on exactly as the official one does without that publish.
+
+
 def test_enqueue_reused_id(pair: Pair) -> None:
     pair.publish("J1", 1000, gid="g", max_attempts=5)
+    pair.publish_duplicate("J1", 1050)  # waiting
     job_id, token = _job(pair.reserve(1100))
     pair.ack_fail(job_id, token, 1200, error="boom")
-    # Overwrites the retrying job: the old hash fields beyond §3 stay, the id is queued twice.
-    pair.publish("J1", 1300)
-    pair.publish("J1", 1400, due_ms=9000)
+    pair.publish_duplicate("J1", 1300)  # delayed for its retry
+    pair.publish_duplicate("J1", 1400, due_ms=9000, gid="h", group_limit=4)
     pair.promote(10000)
     pair.reserve(10001)
     pair.reserve(10002)
@@ -300,9 +320,18 @@ def test_enqueue_reused_id(pair: Pair) -> None:
 def test_enqueue_reused_id_while_active(pair: Pair) -> None:
     pair.publish("J1", 1000)
     job_id, token = _job(pair.reserve(1100))
-    pair.publish("J1", 1200, gid="g")
+    pair.publish_duplicate("J1", 1200, gid="g")
     pair.heartbeat(job_id, token, 1300)
     pair.ack_success(job_id, token, 1400)
+    pair.publish_duplicate("J1", 1450)  # completed (kept among the newest 100)
+    pair.reserve(1500)
+
+
+def test_enqueue_reused_id_of_a_failed_job(pair: Pair) -> None:
+    pair.publish("J1", 1000, max_attempts=1)
+    job_id, token = _job(pair.reserve(1100))
+    pair.ack_fail(job_id, token, 1200, error="boom")
+    pair.publish_duplicate("J1", 1300)
     pair.reserve(1500)
 
 
@@ -784,7 +813,14 @@ def test_random_sequences(oracle: Any, r: redis.Redis, r2: redis.Redis, qname: s
                 if arg["new_id"] or ids == 0:
                     ids += 1
                 job_id = f"J{ids if arg['new_id'] else (now % ids) + 1}"
-                pair.publish(
+                # An id whose job exists (both sides alike: the keyspaces are equal here)
+                # is the one documented divergence: ours refuses it, changing nothing.
+                publish = (
+                    pair.publish_duplicate
+                    if pair.r.exists("{" + queue + "}:job:" + job_id)
+                    else pair.publish
+                )
+                publish(
                     job_id, now, gid=arg["gid"], group_limit=arg["group_limit"],
                     due_ms=now + arg["delay"] if arg["delay"] else 0,
                     max_attempts=arg["max_attempts"], timeout_ms=arg["timeout_ms"],

@@ -35,6 +35,10 @@ class ServerProcess:
         self.port = free_ports(1)[0]
         self.aof = aof
         self.extra = extra
+        # A server started with --requirepass: admin() and the start-up probe log in.
+        self.password: Optional[str] = (
+            extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        )
         self._dir = tempfile.TemporaryDirectory(prefix="omniq-fast-fault-")
         self.dir = Path(self._dir.name)
         self.process: Optional["subprocess.Popen[bytes]"] = None
@@ -46,7 +50,9 @@ class ServerProcess:
 
     def admin(self, **options: Any) -> redis.Redis:
         """A plain redis-py connection straight to the server (not through any proxy)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10, **options)
+        options.setdefault("socket_timeout", 10)
+        options.setdefault("password", self.password)
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
     def start(self, timeout: float = 15.0) -> "ServerProcess":
         args = [
