@@ -384,7 +384,8 @@ def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List
     results: List[JobResult] = []
     for i, job_id in enumerate(job_ids):
         status = _text(reply[i * width])
-        value = _text(reply[i * width + 1]) if width > 1 else ""
+        # The value stays raw until its status says what it is (a time, or a reason).
+        value = reply[i * width + 1] if width > 1 else b""
         if status == "OK":
             results.append(JobResult(job_id, "OK", _ms(value) if value else None))
         elif status == "RETRY":
@@ -392,7 +393,7 @@ def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List
         elif status == "FAILED":
             results.append(JobResult(job_id, "FAILED"))
         elif status == "ERR":
-            results.append(JobResult(job_id, "ERR", None, value))
+            results.append(JobResult(job_id, "ERR", None, _text(value)))
         else:
             results.append(JobResult(job_id, "ERR", None, status))
     return results
