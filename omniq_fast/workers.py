@@ -35,8 +35,11 @@ def is_fatal(exc: BaseException) -> bool:
     return not isinstance(exc, (Exception, asyncio.CancelledError))
 
 
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+async def _awaited(result: Any) -> Any:
+    """``result`` awaited until it is no awaitable: an async def may hand back a coroutine."""
+    while inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -160,9 +163,7 @@ class Workers:
                 return
             started = time.perf_counter()
             try:
-                result = consumer.handler(ctx)
-                if inspect.isawaitable(result):
-                    await result
+                await _awaited(consumer.handler(ctx))
                 error = None
             except BaseException as exc:  # every way a handler ends must end its job
                 error = f"{type(exc).__name__}: {exc}"
