@@ -13,7 +13,7 @@ from .types import Job
 
 __all__ = [
     "check_int", "check_number", "check_id", "EnqueueOptions", "enqueue_options", "job_options",
-    "check_consumer_options",
+    "check_consumer_options", "check_flag",
 ]  # fmt: skip
 
 MAX_ID_LEN = 256
@@ -117,6 +117,12 @@ def _consumer_seconds(name: str, value: object, minimum: float, maximum: float) 
         raise InvalidArgument(f"{name} must be between {minimum} and {maximum} s, got {value}")
 
 
+def check_flag(name: str, value: object) -> None:
+    """A yes/no option must be a bool: ``verbose=1`` or ``wake="false"`` is a mistake."""
+    if not isinstance(value, bool):
+        raise InvalidOptionType(f"{name} must be True or False, not {value!r}")
+
+
 def check_consumer_options(
     handler: object,
     *,
@@ -161,8 +167,7 @@ def check_consumer_options(
     for name, flag in (
         ("verbose", verbose), ("drain", drain), ("stop_on_ctrl_c", stop_on_ctrl_c), ("wake", wake)
     ):  # fmt: skip
-        if not isinstance(flag, bool):
-            raise InvalidOptionType(f"{name} must be True or False, not {flag!r}")
+        check_flag(name, flag)
     if not (isinstance(logger, logging.Logger) or callable(logger)):
         raise InvalidOptionType(
             f"logger must be a callable or a logging.Logger, not {type(logger).__name__}"
