@@ -26,7 +26,7 @@ from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from .options import EnqueueOptions, check_id, job_options
-from .types import Job, JobResult, Paused, ReservedJob
+from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
@@ -445,18 +445,79 @@ def parse_reserve_batch_reply(reply: object) -> Union[List[ReservedJob], Paused]
         if count >= 0 and size == 2 + 7 * count:
             jobs = []
             for i in range(2, size, 7):
-                jobs.append(ReservedJob(
-                    "JOB",
-                    _text(reply[i]),
-                    _text(reply[i + 1]),
-                    _int(reply[i + 2]),
-                    _int(reply[i + 3]),
-                    _int(reply[i + 4]),
-                    _text(reply[i + 5]),
-                    _text(reply[i + 6]),
-                ))
+                jobs.append(_reserved_job(reply, i))
             return jobs
     raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+
+
+cdef object _reserved_job(object reply, Py_ssize_t i):
+    cdef str payload
+    try:
+        payload = _text(reply[i + 1])
+        job = ReservedJob(
+            "JOB",
+            _text(reply[i]),
+            payload,
+            _int(reply[i + 2]),
+            _int(reply[i + 3]),
+            _int(reply[i + 4]),
+            _text(reply[i + 5]),
+            _text(reply[i + 6]),
+        )
+    except (ProtocolError, UnicodeDecodeError):
+        return _malformed_job(reply[i : i + 7])
+    if not payload:
+        return _malformed_job(reply[i : i + 7])
+    return job
+
+
+_RESERVED_FIELDS = ("job id", "payload", "timeout_ms", "attempt", "max_attempts", "gid",
+                    "lease_token")
+
+
+cdef tuple _loose_text(object item):
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8"), True
+        except UnicodeDecodeError:
+            return item.decode("utf-8", "backslashreplace"), False
+    if isinstance(item, str):
+        return item, True
+    if isinstance(item, int):
+        return str(item), True
+    return None, False
+
+
+cdef object _malformed_job(object items):
+    # Off the hot path: the twin's code as it is.
+    cdef list problems = []
+    cdef list values = []
+    for k, item in enumerate(items):
+        name = _RESERVED_FIELDS[k]
+        text, clean = _loose_text(item)
+        if k == 2 or k == 3 or k == 4:
+            try:
+                values.append(_int(item))
+                continue
+            except ProtocolError:
+                values.append(0)
+            shown = repr(text[:40]) if text is not None else type(item).__name__
+            if k == 2:
+                problems.append(f"timeout_ms is out of range: the lease deadline reads {shown}")
+            else:
+                problems.append(f"{name} is not an integer: {shown}")
+        elif text is None:
+            values.append("")
+            problems.append(f"{name} is not text: {type(item).__name__}")
+        else:
+            values.append(text)
+            if not clean:
+                problems.append(f"{name} is not valid UTF-8")
+            elif k == 1 and not text:
+                problems.append("payload is missing (the job hash or its payload was deleted)")
+    job_id, payload, lock_until_ms, attempt, max_attempts, gid, lease_token = values
+    return MalformedJob("JOB", job_id, payload, lock_until_ms, attempt, max_attempts, gid,
+                        lease_token, "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- batches
@@ -553,6 +614,13 @@ def encode_lease_batch(
         PyMem_Free(out.data)
 
 
+cdef object _ms(object item):
+    try:
+        return _int(item)
+    except ProtocolError:
+        return None
+
+
 def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List[JobResult]:
     """A per-lease batch reply: ``width`` fields per job (``[status]`` for acks, which
     answer a refused job with the bare reason; ``[status, value]`` for the others)."""
@@ -566,9 +634,9 @@ def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List
         status = items[i * w]
         value = items[i * w + 1] if w > 1 else b""
         if status == b"OK" or status == "OK":
-            results.append(JobResult(job_id, "OK", _int(value) if value else None))
+            results.append(JobResult(job_id, "OK", _ms(value) if value else None))
         elif status == b"RETRY" or status == "RETRY":
-            results.append(JobResult(job_id, "RETRY", _int(value)))
+            results.append(JobResult(job_id, "RETRY", _ms(value)))
         elif status == b"FAILED" or status == "FAILED":
             results.append(JobResult(job_id, "FAILED"))
         elif status == b"ERR" or status == "ERR":

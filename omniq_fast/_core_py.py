@@ -19,7 +19,7 @@ import orjson
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from .options import EnqueueOptions, check_id, job_options
-from .types import Job, JobResult, Paused, ReservedJob
+from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 __all__ = [
     "encode_command",
@@ -255,20 +255,83 @@ def parse_reserve_batch_reply(reply: object) -> Union[List[ReservedJob], Paused]
     if (status == b"JOB" or status == "JOB") and len(reply) >= 2:
         count = _int(reply[1])
         if count >= 0 and len(reply) == 2 + 7 * count:
-            return [
-                ReservedJob(
-                    status="JOB",
-                    job_id=_text(reply[i]),
-                    payload=_text(reply[i + 1]),
-                    lock_until_ms=_int(reply[i + 2]),
-                    attempt=_int(reply[i + 3]),
-                    max_attempts=_int(reply[i + 4]),
-                    gid=_text(reply[i + 5]),
-                    lease_token=_text(reply[i + 6]),
-                )
-                for i in range(2, len(reply), 7)
-            ]
+            return [_reserved_job(reply, i) for i in range(2, len(reply), 7)]
     raise ProtocolError(f"unexpected reserve_batch reply: {reply!r}")
+
+
+def _reserved_job(reply: List[Any], i: int) -> ReservedJob:
+    """The job at ``reply[i:i + 7]``: a :class:`MalformedJob` when its fields do not read,
+    so that one bad job hash costs its own job, not the batch (whose leases are real)."""
+    try:
+        payload = _text(reply[i + 1])
+        job = ReservedJob(
+            status="JOB",
+            job_id=_text(reply[i]),
+            payload=payload,
+            lock_until_ms=_int(reply[i + 2]),
+            attempt=_int(reply[i + 3]),
+            max_attempts=_int(reply[i + 4]),
+            gid=_text(reply[i + 5]),
+            lease_token=_text(reply[i + 6]),
+        )
+    except (ProtocolError, UnicodeDecodeError):
+        return _malformed_job(reply[i : i + 7])
+    if not payload:
+        return _malformed_job(reply[i : i + 7])
+    return job
+
+
+#: The job hash field behind each of a reserved job's reply fields (the lease deadline is
+#: now + timeout_ms), named in a :class:`MalformedJob`'s problem.
+_RESERVED_FIELDS = ("job id", "payload", "timeout_ms", "attempt", "max_attempts", "gid",
+                    "lease_token")  # fmt: skip
+
+
+def _loose_text(item: object) -> Tuple[Optional[str], bool]:
+    """``item`` as text and whether it read cleanly: bad UTF-8 comes back escaped (and
+    False), an item that is not text at all as ``None``."""
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8"), True
+        except UnicodeDecodeError:
+            return item.decode("utf-8", "backslashreplace"), False
+    if isinstance(item, str):
+        return item, True
+    if isinstance(item, int):
+        return str(item), True
+    return None, False
+
+
+def _malformed_job(items: List[Any]) -> MalformedJob:
+    """What can be read of a job's reply fields, stand-ins for the rest, and why."""
+    problems: List[str] = []
+    values: List[Any] = []
+    for k, item in enumerate(items):
+        name = _RESERVED_FIELDS[k]
+        text, clean = _loose_text(item)
+        if k == 2 or k == 3 or k == 4:
+            try:
+                values.append(_int(item))
+                continue
+            except ProtocolError:
+                values.append(0)
+            shown = repr(text[:40]) if text is not None else type(item).__name__
+            if k == 2:
+                problems.append(f"timeout_ms is out of range: the lease deadline reads {shown}")
+            else:
+                problems.append(f"{name} is not an integer: {shown}")
+        elif text is None:
+            values.append("")
+            problems.append(f"{name} is not text: {type(item).__name__}")
+        else:
+            values.append(text)
+            if not clean:
+                problems.append(f"{name} is not valid UTF-8")
+            elif k == 1 and not text:
+                problems.append("payload is missing (the job hash or its payload was deleted)")
+    job_id, payload, lock_until_ms, attempt, max_attempts, gid, lease_token = values
+    return MalformedJob("JOB", job_id, payload, lock_until_ms, attempt, max_attempts, gid,
+                        lease_token, "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- batches
@@ -333,6 +396,16 @@ def encode_lease_batch(
     return encode_command(args), ids
 
 
+def _ms(item: object) -> Optional[int]:
+    """A time in a per-lease reply, or ``None`` when the job's own (hand-edited) timeout_ms
+    or backoff_ms made it a number that is not an integer ("1e+20", "inf"): the outcome
+    stands, only the time is unknown, and one bad job must not fail the whole batch."""
+    try:
+        return _int(item)
+    except ProtocolError:
+        return None
+
+
 def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List[JobResult]:
     """A per-lease batch reply: ``width`` fields per job (``[status]`` for acks, which
     answer a refused job with the bare reason; ``[status, value]`` for the others)."""
@@ -341,15 +414,16 @@ def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List
     results: List[JobResult] = []
     for i, job_id in enumerate(job_ids):
         status = _text(reply[i * width])
-        value = _text(reply[i * width + 1]) if width > 1 else ""
+        # The value stays raw until its status says what it is (a time, or a reason).
+        value = reply[i * width + 1] if width > 1 else b""
         if status == "OK":
-            results.append(JobResult(job_id, "OK", _int(value) if value else None))
+            results.append(JobResult(job_id, "OK", _ms(value) if value else None))
         elif status == "RETRY":
-            results.append(JobResult(job_id, "RETRY", _int(value)))
+            results.append(JobResult(job_id, "RETRY", _ms(value)))
         elif status == "FAILED":
             results.append(JobResult(job_id, "FAILED"))
         elif status == "ERR":
-            results.append(JobResult(job_id, "ERR", None, value))
+            results.append(JobResult(job_id, "ERR", None, _text(value)))
         else:
             results.append(JobResult(job_id, "ERR", None, status))
     return results

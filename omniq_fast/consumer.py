@@ -35,10 +35,11 @@ from .errors import TRANSIENT_ERRORS, ClusterUnavailable
 from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
 from .keys import queue_anchor, validate_queue_name
 from .observe import ConsumerObserver, ObserverGuard
+from .options import check_consumer_options
 from .scripts import script
-from .types import Paused, ReservedJob
+from .types import MalformedJob, Paused, ReservedJob
 from .wake import WakeListener
-from .workers import Workers, call_handler
+from .workers import ThreadLoop, Workers, call_handler
 
 if TYPE_CHECKING:
     from .client import Client
@@ -95,6 +96,7 @@ class StopOnSignals:
         else:
             self._say = lambda text, fields: logger(text)
         self._sigint_count = 0
+        self._hard_exit = False  # our SIGINT handler raised KeyboardInterrupt to leave now
 
     def stop(self) -> None:
         raise NotImplementedError
@@ -120,6 +122,7 @@ class StopOnSignals:
             return
         self._line("SIGINT x2; hard exit now." if self.drain else "KeyboardInterrupt; exiting now.")
         self.stop()
+        self._hard_exit = True
         raise KeyboardInterrupt
 
     def _install_signals(self) -> Callable[[], None]:
@@ -173,8 +176,14 @@ class Consumer(StopOnSignals):
         tracebacks: bool = False,
         burst: bool = False,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        check_consumer_options(
+            handler, poll_interval_s=poll_interval_s, promote_interval_s=promote_interval_s,
+            promote_batch=promote_batch, reap_interval_s=reap_interval_s,
+            reap_batch=reap_batch, heartbeat_interval_s=heartbeat_interval_s, verbose=verbose,
+            logger=logger, drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
+            concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
+            observer=observer, tracebacks=tracebacks, burst=burst,
+        )  # fmt: skip
         self.client = client
         self.queue = validate_queue_name(queue)
         self.handler = handler
@@ -186,7 +195,7 @@ class Consumer(StopOnSignals):
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_jobs = max_jobs
         self.concurrency = concurrency
-        self.prefetch = MAX_PREFETCH if prefetch is None else max(0, min(prefetch, MAX_PREFETCH))
+        self.prefetch = MAX_PREFETCH if prefetch is None else prefetch
         self.ack_delay_s = ack_delay_s
         self.wake = wake
         self.tracebacks = tracebacks
@@ -220,6 +229,9 @@ class Consumer(StopOnSignals):
         self._paused = False  # the last reserve found the queue paused (or failed)
         self._nothing_handed = False  # the last reserve answered EMPTY or PAUSED
         self._took: dict[str, float] = {}  # handler seconds until the ack line (verbose)
+        # A handler's SystemExit/KeyboardInterrupt/...: stop gracefully, then re-raise it.
+        self._fatal: Optional[BaseException] = None
+        self._thread_loop = ThreadLoop()  # inline handlers that return an awaitable
 
     # ------------------------------------------------------------------ control
 
@@ -227,6 +239,16 @@ class Consumer(StopOnSignals):
         """Ask the consumer to finish what it started and exit (safe from any thread)."""
         self._stop.set()
         self._event.set()
+
+    def abort(self, exc: BaseException) -> None:
+        """A handler raised ``exc``, which must stop the consumer (``SystemExit``,
+        ``KeyboardInterrupt``...): its job is failed as usual, the consumer stops
+        gracefully, and :meth:`run` re-raises the first such exception at the end."""
+        if self._fatal is None:
+            self._fatal = exc
+        log.error("handler raised %s on %s; stopping the consumer", type(exc).__name__,
+                  self.queue)  # fmt: skip
+        self.stop()
 
     def wake_up(self) -> None:
         """Jobs were announced on the queue (called by the wake listener)."""
@@ -240,23 +262,32 @@ class Consumer(StopOnSignals):
     # ------------------------------------------------------------------ run
 
     def run(self) -> ConsumerStats:
-        """Consume until stopped; returns what was done."""
+        """Consume until stopped; returns what was done.
+
+        If a handler raised ``SystemExit``, ``KeyboardInterrupt`` or another
+        ``BaseException`` that is not an ``Exception``, that job is failed, the consumer
+        stops gracefully, and the exception is raised here afterwards."""
         restore = self._install_signals()
         self._beats = HeartbeatScheduler(self.client, self.queue)
         workers = Workers(self) if not self._inline else None
         listener = WakeListener(self) if self.wake else None
+        graceful = False
         try:
             self._loop(workers)
             self._finish()
+            graceful = True
         except KeyboardInterrupt:
             pass  # exit at once: unfinished jobs are not acked; their leases expire
         finally:
             if listener is not None:
                 listener.close()
             if workers is not None:
-                workers.close()
+                workers.close(graceful)
+            self._thread_loop.close()
             self._beats.close()
             restore()
+        if self._fatal is not None:
+            raise self._fatal
         return self.stats
 
     def _loop(self, workers: Optional[Workers]) -> None:
@@ -445,6 +476,9 @@ class Consumer(StopOnSignals):
         loads = self.client._core.loads_payload
         by_interval: dict[float, list[JobCtx]] = {}
         for job in jobs:
+            if isinstance(job, MalformedJob):
+                self._malformed(job)
+                continue
             ctx = JobCtx(
                 queue=self.queue, job_id=job.job_id, payload_raw=job.payload,
                 payload=loads(job.payload), attempt=job.attempt,
@@ -459,6 +493,21 @@ class Consumer(StopOnSignals):
             self._ready.append(ctx)
         for interval, ctxs in by_interval.items():
             self._beats.add_many(ctxs, interval)
+
+    def _malformed(self, job: MalformedJob) -> None:
+        """A leased job whose fields do not read runs no handler: it is acked failed with
+        the problem (retried or failed by its attempts, like any failure)."""
+        log.warning("job %s on %s is malformed (%s): failing it without running it",
+                    job.job_id, self.queue, job.problem)  # fmt: skip
+        ctx = JobCtx(
+            queue=self.queue, job_id=job.job_id, payload_raw=job.payload, payload=job.payload,
+            attempt=job.attempt, max_attempts=job.max_attempts,
+            lock_until_ms=job.lock_until_ms, lease_token=job.lease_token,
+            exec=Exec(self.client, job.job_id), gid=job.gid,
+        )  # fmt: skip
+        if not self._acks_ok and not self._acks_fail:
+            self._oldest_ack = time.monotonic()
+        self._acks_fail.append((ctx, f"MalformedJob: {job.problem}"))
 
     def _requeue_acks(self, plan: list[tuple[str, Any]], maybe_landed: bool = True) -> None:
         """Put the acks of a failed round trip back in front of any newer ones."""
@@ -552,7 +601,12 @@ class Consumer(StopOnSignals):
         self._running += 1
         self._taken += 1
         self.received(ctx)
-        self._done.append((ctx, *call_handler(self.handler, ctx, self.tracebacks)))
+        error, seconds, fatal = call_handler(self.handler, ctx, self._thread_loop, self.tracebacks)
+        if fatal is not None and self._hard_exit:
+            raise fatal  # our own Ctrl+C handler's: leave at once, nothing acked
+        self._done.append((ctx, error, seconds))
+        if fatal is not None:
+            self.abort(fatal)
 
     def finished(self, ctx: JobCtx, error: Optional[str], seconds: float) -> None:
         """Called by a worker when a handler returned or raised (``seconds < 0``: the job

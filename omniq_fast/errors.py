@@ -49,6 +49,7 @@ __all__ = [
     "ClusterUnavailable",
     "MissingExtra",
     "lease_error",
+    "InvalidOptionType",
 ]
 
 
@@ -306,3 +307,8 @@ def lease_error(op: str, reason: str) -> ScriptError:
     if cls is None:
         return ScriptError(op, reason)
     return cls(op, reason)
+
+
+class InvalidOptionType(InvalidArgument, TypeError):
+    """An option of the wrong type (``handler=None``, ``concurrency="4"``, ``verbose=1``):
+    a ``TypeError`` as well as an :class:`InvalidArgument`, raised before anything is sent."""

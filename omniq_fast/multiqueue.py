@@ -16,6 +16,7 @@ from .consumer import Consumer, Handler, LineLogger, StopOnSignals
 from .context import ConsumerStats
 from .errors import InvalidArgument
 from .keys import validate_queue_name
+from .options import check_flag
 
 if TYPE_CHECKING:
     from .client import Client
@@ -50,6 +51,8 @@ class MultiConsumer(StopOnSignals):
             raise InvalidArgument("queues must name at least one queue")
         if len(set(names)) != len(names):
             raise InvalidArgument("queues must not repeat a queue")
+        # The others are checked by each queue's Consumer; this one it does not get.
+        check_flag("stop_on_ctrl_c", stop_on_ctrl_c)
         self.queue = ",".join(names)
         self.queues = names
         self._init_controls(verbose, logger, drain, stop_on_ctrl_c)

@@ -5,15 +5,17 @@ Every check raises a typed error (a ``ValueError``) before anything is sent.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional, Sequence, Tuple
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, InvalidOptionType
 from .types import Job
 
 __all__ = [
     "check_int", "check_number", "check_id", "EnqueueOptions", "enqueue_options",
     "job_options", "check_jobs", "MAX_ID_LEN", "MAX_ATTEMPTS", "MAX_TIMEOUT_MS",
     "MAX_BACKOFF_MS", "MAX_EPOCH_MS", "MAX_GROUP_LIMIT",
+    "check_consumer_options", "check_flag",
 ]  # fmt: skip
 
 MAX_ID_LEN = 256
@@ -116,3 +118,99 @@ def check_jobs(items: Sequence[Any], defaults: EnqueueOptions) -> None:
             job_options(item, defaults)
             if item.job_id:
                 check_id("job_id", item.job_id)
+
+
+# --------------------------------------------------------------------------- consumer options
+
+#: Shortest and longest wait a consumer option may name, in seconds: shorter turns the
+#: dispatcher into a busy loop of script calls, longer is a unit mistake (and past
+#: ``threading.TIMEOUT_MAX`` a crash).
+MIN_INTERVAL_S = 0.001
+MAX_INTERVAL_S = 3600.0
+#: Longest an ack may wait to share a round trip.
+MAX_ACK_DELAY_S = 10.0
+#: Most jobs one batched script call takes (promote, reap, reserve, acks).
+MAX_CONSUMER_BATCH = 1000
+#: Most handlers one consumer runs at once (threads, or coroutines for ``async def``).
+MAX_CONCURRENCY = 1024
+
+
+def _consumer_int(name: str, value: object, minimum: int, maximum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidOptionType(f"{name} must be an int, not {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(f"{name} must be between {minimum} and {maximum}, got {value}")
+
+
+def _consumer_seconds(name: str, value: object, minimum: float, maximum: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InvalidOptionType(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not minimum <= value <= maximum:  # NaN fails this too
+        raise InvalidArgument(f"{name} must be between {minimum} and {maximum} s, got {value}")
+
+
+def check_flag(name: str, value: object) -> None:
+    """A yes/no option must be a bool: ``verbose=1`` or ``wake="false"`` is a mistake."""
+    if not isinstance(value, bool):
+        raise InvalidOptionType(f"{name} must be True or False, not {value!r}")
+
+
+def check_consumer_options(
+    handler: object,
+    *,
+    poll_interval_s: object,
+    promote_interval_s: object,
+    promote_batch: object,
+    reap_interval_s: object,
+    reap_batch: object,
+    heartbeat_interval_s: object,
+    verbose: object,
+    logger: object,
+    drain: object,
+    stop_on_ctrl_c: object,
+    max_jobs: object,
+    concurrency: object,
+    prefetch: object,
+    ack_delay_s: object,
+    wake: object,
+    observer: object = None,
+    tracebacks: object = False,
+    burst: object = False,
+) -> None:
+    """Check a consumer's handler and options before it reserves anything: the wrong type
+    raises :class:`InvalidOptionType` (a ``TypeError``), a value out of range
+    :class:`InvalidArgument` (a ``ValueError``)."""
+    if not callable(handler):
+        raise InvalidOptionType(f"handler must be callable, not {type(handler).__name__}")
+    for name, seconds in (
+        ("poll_interval_s", poll_interval_s),
+        ("promote_interval_s", promote_interval_s),
+        ("reap_interval_s", reap_interval_s),
+    ):
+        _consumer_seconds(name, seconds, MIN_INTERVAL_S, MAX_INTERVAL_S)
+    if heartbeat_interval_s is not None:
+        _consumer_seconds("heartbeat_interval_s", heartbeat_interval_s, MIN_INTERVAL_S,
+                          MAX_INTERVAL_S)  # fmt: skip
+    _consumer_seconds("ack_delay_s", ack_delay_s, 0.0, MAX_ACK_DELAY_S)
+    _consumer_int("promote_batch", promote_batch, 1, MAX_CONSUMER_BATCH)
+    _consumer_int("reap_batch", reap_batch, 1, MAX_CONSUMER_BATCH)
+    _consumer_int("concurrency", concurrency, 1, MAX_CONCURRENCY)
+    if prefetch is not None:
+        _consumer_int("prefetch", prefetch, 0, MAX_CONSUMER_BATCH)
+    if max_jobs is not None:
+        _consumer_int("max_jobs", max_jobs, 1, 2**63 - 1)
+    for name, flag in (
+        ("verbose", verbose), ("drain", drain), ("stop_on_ctrl_c", stop_on_ctrl_c), ("wake", wake),
+        ("tracebacks", tracebacks), ("burst", burst),
+    ):  # fmt: skip
+        check_flag(name, flag)
+    if observer is not None and not all(
+        callable(getattr(observer, name, None)) for name in ("job_started", "job_finished")
+    ):
+        raise InvalidOptionType(
+            f"observer must have job_started and job_finished methods, not {type(observer).__name__}"
+        )
+    if not (isinstance(logger, logging.Logger) or callable(logger)):
+        raise InvalidOptionType(
+            f"logger must be a callable or a logging.Logger, not {type(logger).__name__}"
+        )

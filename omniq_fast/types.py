@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional, Tuple, Union
 
 __all__ = [
     "ReservedJob",
+    "MalformedJob",
     "ReserveJob",
     "Paused",
     "ReservePaused",
@@ -40,6 +41,22 @@ class ReservedJob:
     max_attempts: int
     gid: str
     lease_token: str
+
+
+@dataclass(slots=True)
+class MalformedJob(ReservedJob):
+    """A job ``reserve_many`` leased whose reply this client cannot read: a field of its
+    hash edited by hand or written by a buggy producer (a number that is not an integer,
+    or one too large for the scripts' arithmetic; text that is not UTF-8; no payload, as
+    when the hash was deleted).
+
+    ``problem`` names the job hash fields at fault. Fields that could not be read hold
+    stand-ins (0, or the text with its bad bytes escaped); the lease is real. The consumer
+    runs no handler for it and acks it failed with ``"MalformedJob: <problem>"``, so it is
+    retried (in case it was fixed meanwhile) or ends in ``failed``, never stranded.
+    """
+
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)

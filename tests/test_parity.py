@@ -203,6 +203,36 @@ def test_parse_reserve_reply_is_identical(compiled: ModuleType, reply: Any) -> N
     assert ours == theirs
 
 
+job_fields = st.one_of(
+    reply_items,
+    st.sampled_from([b"1.0000000179616e+20", b"inf", b"-nan", b"1e+300", b"\xff\xfe", b"ok",
+                     b"1796161369841", b"3", b"\xc3\xa9"]),
+)  # fmt: skip
+
+
+@given(jobs=st.lists(st.lists(job_fields, min_size=7, max_size=7), max_size=4))
+def test_parse_reserve_batch_reply_is_identical(compiled: ModuleType, jobs: list[Any]) -> None:
+    # Well-formed framing, any job fields: malformed jobs come out the same in both twins.
+    reply = [b"JOB", str(len(jobs)).encode()] + [item for job in jobs for item in job]
+    ours = outcome(compiled.parse_reserve_batch_reply, reply)
+    theirs = outcome(_core_py.parse_reserve_batch_reply, reply)
+    assert repr(ours) == repr(theirs)
+
+
+@given(values=st.lists(job_fields, max_size=6), width=st.sampled_from([1, 2]))
+def test_parse_job_results_is_identical(compiled: ModuleType, values: list[Any], width: int) -> None:
+    statuses = [b"OK", b"RETRY", b"FAILED", b"ERR", b"NOPE"]
+    reply, ids = [], []
+    for i, value in enumerate(values):
+        reply.append(statuses[i % len(statuses)])
+        if width == 2:
+            reply.append(value)
+        ids.append(f"J{i}")
+    ours = outcome(compiled.parse_job_results, reply, ids, width)
+    theirs = outcome(_core_py.parse_job_results, reply, ids, width)
+    assert repr(ours) == repr(theirs)
+
+
 streams = st.lists(
     st.one_of(
         st.sampled_from([b"*2\r\n", b"%1\r\n", b">1\r\n", b"$3\r\nabc\r\n", b":-12\r\n",

@@ -7,9 +7,11 @@ local BASE = string.sub(KEYS[1], 1, -6)
 local K_STATS = BASE .. ":stats"
 
 -- Lenient integer read: nil, "", or non-numeric read as 0; fractions are floored.
+-- "nan" is non-numeric too: tonumber accepts it, and a NaN reaching ZADD errors out of the
+-- script half-way (Redis does not roll back), stranding every job the call had popped.
 local function to_int(v)
   local n = tonumber(v)
-  if n == nil then return 0 end
+  if n == nil or n ~= n then return 0 end
   return math.floor(n)
 end
 

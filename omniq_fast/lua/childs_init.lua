@@ -7,8 +7,9 @@ local K_COUNT, K_DONE = BASE .. ":count", BASE .. ":done"
 
 local raw = ARGV[1]
 if raw == nil or raw == "" then return {"ERR", "NO_EXPECTED"} end
--- Lenient like upstream: anything Lua reads as a number is floored ("2.5" counts 2).
-local expected = to_int(raw)
+-- Lenient like upstream: anything Lua reads as a number is floored ("2.5" counts 2). Not
+-- to_int: upstream accepts "nan" here (and stores it), and nothing here can trip on a NaN.
+local expected = math.floor(tonumber(raw) or 0)
 if expected <= 0 then return {"ERR", "BAD_EXPECTED"} end
 -- Initialising twice would reset children that already reported.
 if redis.call("EXISTS", K_COUNT) == 1 then return {"ERR", "ALREADY_INIT"} end
