@@ -241,3 +241,22 @@ def test_history_counts_completions_between_samples(web: TestClient, client: Cli
     web.portal.call(sampler.sample_once)  # type: ignore[union-attr]
     series = web.get(f"/api/queues/{qname}").json()["series"]
     assert sum(series["completed"]) >= 4 and sum(series["failed"]) == 1
+
+
+def test_command_help_and_module() -> None:
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from omniq_fast.dashboard.command import dashboard
+
+    result = CliRunner().invoke(dashboard, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--redis-url", "--host", "--port", "--token", "--read-only", "--prefix"):
+        assert option in result.output
+    bad = CliRunner().invoke(dashboard, ["--port", "70000"])
+    assert bad.exit_code == 2
+    run = subprocess.run([sys.executable, "-m", "omniq_fast.dashboard", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "--read-only" in run.stdout

@@ -19,8 +19,9 @@
     var width = svg.clientWidth || 600, height = svg.clientHeight || 160;
     var left = 36, bottom = 18, top = 8;
     var n = series.completed.length;
-    var max = 1;
+    var max = 4;
     for (var i = 0; i < n; i++) max = Math.max(max, series.completed[i], series.failed[i]);
+    max = Math.ceil(max / 2) * 2;  // an even top keeps the middle tick a whole number
     var plotW = width - left - 4, plotH = height - top - bottom;
     var step = plotW / n, bar = Math.max(1, step / 2 - 1);
     el("line", {x1: left, y1: top + plotH, x2: width - 4, y2: top + plotH, stroke: "#c9ced8"}, svg);
