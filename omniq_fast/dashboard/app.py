@@ -89,6 +89,12 @@ def _remove_lane(job: JobInfo) -> Optional[str]:
     return job.state if job.state in ("delayed", "failed", "completed") else None
 
 
+def _local_path(path: str) -> bool:
+    """Whether ``path`` is a path on this site (not ``//host`` or ``/\\host``, which
+    browsers follow to another site)."""
+    return path.startswith("/") and not path.startswith(("//", "/\\")) and "\\" not in path
+
+
 def _int_param(request: Request, name: str, default: int, low: int = 0) -> int:
     try:
         return max(low, int(request.query_params.get(name, default)))
@@ -136,6 +142,8 @@ class _Dashboard:
         return response
 
     def back(self, request: Request, path: str, msg: str = "") -> Response:
+        if not _local_path(path):  # a form's "next" must stay inside the dashboard
+            path = "/"
         url = self.base(request) + path
         if msg:
             url += ("&" if "?" in url else "?") + urlencode({"msg": msg})
@@ -369,7 +377,7 @@ class _Dashboard:
             return PlainTextResponse("CSRF check failed: reload the page and try again",
                                      status_code=403)
         target = str(form.get("next", ""))
-        if not target.startswith(self.base(request) + "/") or target.startswith("//"):
+        if not target.startswith(self.base(request) + "/") or not _local_path(target):
             target = self.base(request) + "/"
         if not self.guard.token_matches(str(form.get("token", ""))):
             return self.render(request, "login.html", 401, next=target, error="wrong token")

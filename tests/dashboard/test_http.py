@@ -260,3 +260,28 @@ def test_command_help_and_module() -> None:
     run = subprocess.run([sys.executable, "-m", "omniq_fast.dashboard", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "--read-only" in run.stdout
+
+
+def test_action_redirects_stay_on_the_site(web: TestClient, client: Client, qname: str) -> None:
+    client.publish(qname, {"a": 1})
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example"):
+        reply = post(web, "/", f"/queues/{qname}/pause", next=target)
+        assert reply.headers["location"].startswith("/?msg=")  # type: ignore[attr-defined]
+
+
+def test_history_estimates_saturated_completions() -> None:
+    from omniq_fast.dashboard._history import History
+    from omniq_fast.monitor import QueueActivity, QueueStats
+
+    def sample(seq: int, active: int, completed: int, failed: int) -> QueueActivity:
+        stats = QueueStats("q", False, 0, 0, 0, active, 0, failed, 100, 0, 0, 0, 0, 0)
+        return QueueActivity(stats, seq, 0, completed, 1000 + seq, failed, 0)
+
+    history = History()
+    history.record(600.0, sample(0, 0, 0, 0))  # first sample: marks only
+    history.record(601.0, sample(50, 2, 40, 1))  # 40 completed, 1 failed: counted as is
+    history.record(602.0, sample(1050, 0, 100, 3))  # saturated: 1000 leases ended + 2 active
+    series = history.series("q", 602.0)
+    assert series["completed"][-1] == 40 + (1000 + 2 - 3) and series["failed"][-1] == 4
+    assert history.rates("q", 602.0)[0] == pytest.approx((40 + 999) / 5)
+    assert sum(history.series("q", 602.0 + 3600)["completed"]) == 0  # an hour later: gone
