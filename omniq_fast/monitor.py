@@ -597,30 +597,32 @@ class QueueMonitor:
         """
         base = queue_base(queue)
         size = max(1, min(int(limit), _GROUP_PAGE_MAX))
-        scan_cursor, count, skip = _parse_groups_cursor(cursor, size)
+        scan_cursor, count, after = _parse_groups_cursor(cursor, size)
         server = self._server_of(base)
         prefix = base + ":g:"
         found: list[str] = []
         for _ in range(_GROUP_SCAN_CALLS):
             next_cursor, keys = _read(server, "SCAN", scan_cursor, "MATCH", prefix + "*",
                                       "COUNT", count)
-            batch = self._listed_gids(base, prefix, keys)[skip:]
+            # Sorted, so a page that ends inside this batch can resume after its last gid:
+            # the next page reads the same batch again and takes the gids above it (by
+            # value, not position, so a batch that changed meanwhile repeats nothing).
+            batch = sorted(self._listed_gids(base, prefix, keys))
+            if after is not None:
+                batch = [gid for gid in batch if gid > after]
             if len(found) + len(batch) > size:
-                # The page ends inside this batch: the next page re-reads the same batch
-                # (same cursor and COUNT) and skips what this page took.
-                taken = size - len(found)
-                found.extend(batch[:taken])
-                rest = f"{scan_cursor}:{count}:{skip + taken}"
+                found.extend(batch[: size - len(found)])
+                rest = f"{scan_cursor}:{count}:{found[-1]}"
                 return GroupsPage(self.group_status(queue, found, default_limit), rest)
             found.extend(batch)
-            skip = 0
+            after = None
             scan_cursor = int(next_cursor)
             if not scan_cursor or len(found) == size:
                 break
             # Few matches per call: look at more keys per call next time.
             if len(batch) < size // 2:
                 count = min(count * 2, _GROUP_SCAN_COUNT_MAX)
-        rest = f"{scan_cursor}:{count}:0" if scan_cursor else ""
+        rest = f"{scan_cursor}:{count}:" if scan_cursor else ""
         return GroupsPage(self.group_status(queue, found, default_limit), rest)
 
     def _server_of(self, key: str) -> Any:
@@ -693,11 +695,13 @@ class QueueMonitor:
 
 
 
-def _parse_groups_cursor(cursor: str, size: int) -> tuple[int, int, int]:
-    """(SCAN cursor, SCAN COUNT, gids to skip) of a :meth:`QueueMonitor.groups_page`
-    cursor; anything unreadable starts from the beginning."""
+def _parse_groups_cursor(cursor: str, size: int) -> tuple[int, int, Optional[str]]:
+    """(SCAN cursor, SCAN COUNT, gid the batch resumes after, or None) of a
+    :meth:`QueueMonitor.groups_page` cursor; anything unreadable starts from the beginning."""
     try:
-        scan, count, skip = (int(part) for part in str(cursor).split(":"))
+        scan, count, after = str(cursor).split(":", 2)
+        scan_cursor, scan_count = int(scan), int(count)
     except ValueError:
-        return 0, max(size * 2, 100), 0
-    return max(0, scan), max(1, min(count, _GROUP_SCAN_COUNT_MAX)), max(0, skip)
+        return 0, max(size * 2, 100), None
+    return (max(0, scan_cursor), max(1, min(scan_count, _GROUP_SCAN_COUNT_MAX)),
+            after or None)
