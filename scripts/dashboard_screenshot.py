@@ -55,8 +55,6 @@ def main() -> None:
                                              group_limit=2, max_attempts=1) for i in range(30)])
         client.publish_many("reports", [{"report": i} for i in range(3)])
         time.sleep(random.uniform(1.0, 2.0))
-    for c in consumers:
-        c.stop()
     profile = tempfile.mkdtemp()
     options = webdriver.ChromeOptions()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,6 +68,8 @@ def main() -> None:
     os.makedirs("docs", exist_ok=True)
     driver.save_screenshot("docs/dashboard.png")
     driver.quit()
+    for c in consumers:
+        c.stop()
     server.should_exit = True
     for q in QUEUES:
         keys = list(client.redis.scan_iter(match="{" + q + "}*", count=1000))

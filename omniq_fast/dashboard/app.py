@@ -456,8 +456,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Runs only when this app is served on its own; mounted, the sampler's task ends
-        # with the host's event loop.
+        # Runs only when this app is served on its own (mounted, the first request starts
+        # the sampler and its task ends with the host's event loop).
+        dashboard.sampler.ensure_started()
         yield
         await dashboard.sampler.stop()
         data.close()
