@@ -190,8 +190,8 @@ class _Dashboard:
 
     # ------------------------------------------------------------------ pages
 
-    async def queues_json(self) -> dict[str, Any]:
-        names = await self.sampler.queue_names()
+    async def queues_json(self, *, fresh: bool = False) -> dict[str, Any]:
+        names = await self.sampler.queue_names(fresh=fresh)
         samples = await self.data.activity(names, {})
         now = time.time()
         rows = []
@@ -212,7 +212,8 @@ class _Dashboard:
                 "series": self.sampler.history.series(None, now)}
 
     async def queues_page(self, request: Request) -> Response:
-        return self.render(request, "queues.html", overview=await self.queues_json())
+        # A page load scans for queues; the live updates reuse the last scan for a while.
+        return self.render(request, "queues.html", overview=await self.queues_json(fresh=True))
 
     async def queues_api(self, request: Request) -> Response:
         self.sampler.ensure_started()

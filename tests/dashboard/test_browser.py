@@ -63,18 +63,27 @@ def client(redis_url: str) -> Iterator[Client]:
         yield c
 
 
+class Site(str):
+    """The dashboard's base URL, with the app being served as ``.app``."""
+
+    app: Any
+
+
 @pytest.fixture
-def site(client: Client) -> Iterator[str]:
-    """The dashboard served by uvicorn in a thread; yields its base URL."""
+def site(client: Client) -> Iterator[Site]:
+    """The dashboard served by uvicorn in a thread."""
     from omniq_fast.dashboard import create_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(client, sample_interval_s=0.5),
+    app = create_app(client, sample_interval_s=0.5)
+    server = uvicorn.Server(uvicorn.Config(app,
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, "uvicorn started")
-    yield f"http://127.0.0.1:{port}"
+    url = Site(f"http://127.0.0.1:{port}")
+    url.app = app
+    yield url
     server.should_exit = True
     thread.join(10)
 
@@ -147,10 +156,13 @@ def test_pause_button_pauses_queue(browser: Any, site: str, client: Client, qnam
     shot(browser, "paused")
 
 
-def test_counts_update_live(browser: Any, site: str, client: Client, qname: str) -> None:
+def test_counts_update_live(browser: Any, site: Site, client: Client, qname: str) -> None:
     client.publish_many(qname, [{"i": i} for i in range(2)])
     browser.get(site + "/")
     assert cell(browser, qname, "waiting") == "2"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chart rect")
+    history = site.app.state.dashboard.sampler.history
+    wait_until(lambda: qname in history.marks(), "the sampler knows the queue")
     marker = browser.execute_script("window.__noReload = 1; return window.__noReload;")
     client.publish_many(qname, [{"i": i} for i in range(5)])
     for _ in range(3):
@@ -158,5 +170,8 @@ def test_counts_update_live(browser: Any, site: str, client: Client, qname: str)
         client.ack_success(qname, job.job_id, job.lease_token)  # type: ignore[union-attr]
     wait_until(lambda: cell(browser, qname, "waiting") == "4", "live count 4", timeout=15)
     assert cell(browser, qname, "completed_kept") == "3"
+    # The sampler counted the completions and the page drew them as SVG bars.
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart rect"), "chart bars",
+               timeout=15)
     assert browser.execute_script("return window.__noReload;") == marker  # same page
     shot(browser, "live")
