@@ -52,7 +52,10 @@
     var cells = scope.querySelectorAll('[data-k="' + key + '"]');
     for (var i = 0; i < cells.length; i++) {
       if (key === "paused") cells[i].innerHTML = badge(value);
-      else if (key === "failure_rate" && cells[i].tagName === "TD") cells[i].textContent = value + " %";
+      else if (key === "completed_per_min") cells[i].textContent = value.toFixed(1);
+      else if (key === "failure_rate") {
+        cells[i].textContent = value.toFixed(1) + (cells[i].tagName === "TD" ? " %" : "");
+      }
       else cells[i].textContent = String(value);
     }
   }
