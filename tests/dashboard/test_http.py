@@ -231,16 +231,24 @@ def test_counters_page(web: TestClient, client: Client, qname: str) -> None:
 
 def test_history_counts_completions_between_samples(web: TestClient, client: Client,
                                                      qname: str) -> None:
+    from functools import partial
+
+    from support import wait_until
+
     client.publish_many(qname, [{"i": i} for i in range(4)])
     sampler = web.app.state.dashboard.sampler  # type: ignore[attr-defined]
-    web.portal.call(sampler.sample_once)  # type: ignore[union-attr]
+    web.portal.call(partial(sampler.queue_names, fresh=True))  # type: ignore[union-attr]
+    wait_until(lambda: qname in sampler.history.marks(), "the sampler marked the queue")
     for _ in range(4):
         job = client.reserve(qname)
         client.ack_success(qname, job.job_id, job.lease_token)  # type: ignore[union-attr]
     failed_job(client, qname)
-    web.portal.call(sampler.sample_once)  # type: ignore[union-attr]
-    series = web.get(f"/api/queues/{qname}").json()["series"]
-    assert sum(series["completed"]) >= 4 and sum(series["failed"]) == 1
+
+    def counted() -> bool:
+        series = web.get(f"/api/queues/{qname}").json()["series"]
+        return sum(series["completed"]) == 4 and sum(series["failed"]) == 1
+
+    wait_until(counted, "4 completed and 1 failed in the history")
 
 
 def test_command_help_and_module() -> None:
