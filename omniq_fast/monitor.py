@@ -30,11 +30,11 @@ from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 
 from .errors import InvalidQueueName
-from .keys import queue_base, validate_queue_name
+from .keys import LANES, counter_anchor, queue_base, validate_queue_name
 
 __all__ = [
     "Lane", "QueueStats", "GroupReady", "GroupStatus", "JobInfo", "LaneJob", "QueueOverview",
-    "QueueMonitor",
+    "GroupsPage", "QueueActivity", "CounterStatus", "QueueMonitor",
 ]
 
 #: Suffixes of a group's keys (PROTOCOL.md §2): any of them existing means the group exists.
@@ -44,6 +44,15 @@ Lane = Literal["wait", "active", "delayed", "failed", "completed"]
 
 _PAGE_MAX = 25
 _GROUPS_MAX = 500
+#: Largest page of :meth:`QueueMonitor.groups_page` and :meth:`QueueMonitor.group_wait_page`.
+_GROUP_PAGE_MAX = 200
+#: SCAN calls one groups page may make: bounds a page's cost on a huge keyspace (the page
+#: then comes back short, with a cursor to go on from).
+_GROUP_SCAN_CALLS = 64
+_GROUP_SCAN_COUNT_MAX = 2000
+#: The keys a group may have (PROTOCOL.md §2), in the order that picks the one key a
+#: group is listed under (see :meth:`QueueMonitor.groups_page`).
+_GROUP_KEY_SUFFIXES = (":wait", ":inflight", ":limit")
 _STATS_SUFFIX = ":stats"
 #: Lanes an overview samples, in the order of :class:`QueueOverview`'s fields.
 _SAMPLED_LANES = ("active", "delayed", "failed", "completed")
@@ -146,6 +155,41 @@ class QueueOverview:
     delayed: list[LaneJob]
     failed: list[LaneJob]
     completed: list[LaneJob]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupsPage:
+    """One page of a queue's groups; ``cursor`` resumes the listing, ``""`` once done."""
+
+    groups: list[GroupStatus]
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueActivity:
+    """What a dashboard samples of a queue: its stats, ``lease_seq`` (the lease counter:
+    how many reservations were ever made), the oldest waiting job's entry time (0 if none),
+    and how many jobs entered the completed and failed lanes after the given marks, with the
+    newest entry time of each lane (the mark to pass next time)."""
+
+    stats: QueueStats
+    lease_seq: int
+    oldest_wait_ms: int
+    completed_since: int
+    completed_newest_ms: int
+    failed_since: int
+    failed_newest_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterStatus:
+    """A completion counter ``{cc:K}``: whether it exists, children still expected, and
+    how many distinct children acked so far."""
+
+    key: str
+    exists: bool
+    remaining: int
+    done: int
 
 
 _STATS_INT_FIELDS = tuple(QueueStats.__dataclass_fields__)[2:]  # all but queue, paused
@@ -571,3 +615,187 @@ class QueueMonitor:
             if job is not None:
                 jobs.append(job)
         return jobs
+
+    # ---------------------------------------------------------------- dashboard reads
+
+    def lane_sizes(self, queue: str) -> dict[str, int]:
+        """How many jobs each ``idx:<lane>`` zset holds (the lengths job pages page through),
+        plus ``gwait``: how many groups are ready."""
+        base = queue_base(queue)
+        pipe = self._pipeline()
+        for lane in LANES:
+            _read(pipe, "ZCARD", f"{base}:idx:{lane}")
+        _read(pipe, "ZCARD", base + ":groups:ready")
+        replies = pipe.execute(raise_on_error=False)
+        return {lane: _int(_ok(reply)) for lane, reply in zip((*LANES, "gwait"), replies)}
+
+    def activity(
+        self, queues: Iterable[str], marks: Optional[dict[str, tuple[int, int]]] = None
+    ) -> list[QueueActivity]:
+        """Sample ``queues`` in one pipeline (see :class:`QueueActivity`).
+
+        ``marks`` maps a queue to (completed mark, failed mark), entry times in ms: jobs
+        counted are those whose ``idx:completed`` / ``idx:failed`` score is above it (a
+        missing mark counts nothing, so a first sample only sets the marks). The completed
+        lane keeps the 100 newest jobs, so ``completed_since`` cannot exceed 100.
+        """
+        names = list(queues)
+        marks = marks or {}
+        pipe = self._pipeline()
+        for name in names:
+            base = queue_base(name)
+            _read(pipe, "HGETALL", base + ":stats")
+            _read(pipe, "EXISTS", base + ":paused")
+            _read(pipe, "GET", base + ":lease:seq")
+            _zrange(pipe, base + ":idx:wait", 0, 0)
+            mark = marks.get(name)
+            for lane, after in zip(("completed", "failed"), mark or (None, None)):
+                index = f"{base}:idx:{lane}"
+                # "(" makes the bound exclusive; +inf when unmarked counts nothing.
+                _read(pipe, "ZCOUNT", index, "+inf" if after is None else f"({after}", "+inf")
+                _zrange(pipe, index, 0, 0, reverse=True)
+        replies = pipe.execute(raise_on_error=False)
+        samples = []
+        for i, name in enumerate(names):
+            stats, paused, seq, oldest, c_count, c_newest, f_count, f_newest = (
+                replies[8 * i : 8 * i + 8]
+            )
+            c_entries, f_entries = _entries(c_newest), _entries(f_newest)
+            oldest_entries = _entries(oldest)
+            samples.append(
+                QueueActivity(
+                    stats=_queue_stats(name, stats, paused),
+                    lease_seq=_int(_ok(seq)),
+                    oldest_wait_ms=oldest_entries[0][1] if oldest_entries else 0,
+                    completed_since=_int(_ok(c_count)),
+                    completed_newest_ms=c_entries[0][1] if c_entries else 0,
+                    failed_since=_int(_ok(f_count)),
+                    failed_newest_ms=f_entries[0][1] if f_entries else 0,
+                )
+            )
+        return samples
+
+    def groups_page(
+        self, queue: str, cursor: str = "", limit: int = 50, default_limit: int = 1
+    ) -> GroupsPage:
+        """Up to ``limit`` (1..200) groups of ``queue`` with their status, and the cursor
+        of the next page (``""`` when the listing is complete).
+
+        Groups have no index of their own (PROTOCOL.md §2), so this walks the queue's
+        ``{Q}:g:*`` keys with SCAN on the server holding the queue: the order is Redis's
+        hash-table order, stable while the keyspace does not change; a page costs a bounded
+        number of SCAN calls (it may come back short, with a cursor, on a huge keyspace).
+        A group is listed under the first of its keys that exists, in the order wait,
+        inflight, limit, so a full walk lists each group once; as with SCAN, a group
+        created or emptied during the walk may be missed or seen twice.
+        """
+        base = queue_base(queue)
+        size = max(1, min(int(limit), _GROUP_PAGE_MAX))
+        scan_cursor, count, after = _parse_groups_cursor(cursor, size)
+        server = self._server_of(base)
+        prefix = base + ":g:"
+        found: list[str] = []
+        for _ in range(_GROUP_SCAN_CALLS):
+            next_cursor, keys = _read(server, "SCAN", scan_cursor, "MATCH", prefix + "*",
+                                      "COUNT", count)
+            # Sorted, so a page that ends inside this batch can resume after its last gid:
+            # the next page reads the same batch again and takes the gids above it (by
+            # value, not position, so a batch that changed meanwhile repeats nothing).
+            batch = sorted(self._listed_gids(base, prefix, keys))
+            if after is not None:
+                batch = [gid for gid in batch if gid > after]
+            if len(found) + len(batch) > size:
+                found.extend(batch[: size - len(found)])
+                rest = f"{scan_cursor}:{count}:{found[-1]}"
+                return GroupsPage(self.group_status(queue, found, default_limit), rest)
+            found.extend(batch)
+            after = None
+            scan_cursor = int(next_cursor)
+            if not scan_cursor or len(found) == size:
+                break
+            # Few matches per call: look at more keys per call next time.
+            if len(batch) < size // 2:
+                count = min(count * 2, _GROUP_SCAN_COUNT_MAX)
+        rest = f"{scan_cursor}:{count}:" if scan_cursor else ""
+        return GroupsPage(self.group_status(queue, found, default_limit), rest)
+
+    def _server_of(self, key: str) -> Any:
+        """The one server holding ``key``: itself, or the cluster master of its slot."""
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            return self._redis.get_redis_connection(node)
+        return self._redis
+
+    def _listed_gids(self, base: str, prefix: str, keys: list[Any]) -> list[str]:
+        """The gids that ``keys`` (of one SCAN batch) list, each under its first key."""
+        candidates: list[tuple[str, int]] = []
+        for key in keys:
+            try:
+                rest = _text(key)[len(prefix):]
+            except UnicodeDecodeError:
+                continue
+            for rank, suffix in enumerate(_GROUP_KEY_SUFFIXES):
+                if rest.endswith(suffix) and len(rest) > len(suffix):
+                    candidates.append((rest[: -len(suffix)], rank))
+                    break
+        pipe = self._pipeline()
+        checks = 0
+        for gid, rank in candidates:
+            for suffix in _GROUP_KEY_SUFFIXES[:rank]:
+                _read(pipe, "EXISTS", prefix + gid + suffix)
+                checks += 1
+        replies = iter(pipe.execute(raise_on_error=False) if checks else [])
+        gids = []
+        for gid, rank in candidates:
+            earlier = [_int(_ok(next(replies))) for _ in range(rank)]
+            if not any(earlier):
+                gids.append(gid)
+        return gids
+
+    def group_wait_page(
+        self, queue: str, gid: str, offset: int = 0, limit: int = 25
+    ) -> list[LaneJob]:
+        """Up to ``limit`` (1..200) jobs of group ``gid``'s wait list, in the order they
+        will run; ``idx_score_ms`` is when each entered the wait lane."""
+        base = queue_base(queue)
+        if not gid:
+            return []
+        start, stop = _window(offset, limit, _GROUP_PAGE_MAX)
+        try:
+            ids = [_text(i) for i in _read(self._redis, "LRANGE", f"{base}:g:{gid}:wait",
+                                           start, stop)]
+        except (redis.ResponseError, UnicodeDecodeError):
+            return []
+        pipe = self._pipeline()
+        for job_id in ids:
+            _read(pipe, "ZSCORE", base + ":idx:wait", job_id)
+        scores = pipe.execute(raise_on_error=False) if ids else []
+        return self._lane_jobs(
+            base, [("wait", job_id, _int(_ok(s))) for job_id, s in zip(ids, scores)]
+        )
+
+    def counter(self, key: str) -> CounterStatus:
+        """The completion counter ``key`` (PROTOCOL.md §5 childs_init/child_ack); a
+        finished or never-started counter does not exist."""
+        base = counter_anchor(key)[: -len(":meta")]
+        pipe = self._pipeline()
+        _read(pipe, "GET", base + ":count")
+        _read(pipe, "SCARD", base + ":done")
+        count, done = pipe.execute(raise_on_error=False)
+        return CounterStatus(
+            key=key.strip(), exists=_ok(count) is not None,
+            remaining=_int(_ok(count)), done=_int(_ok(done)),
+        )
+
+
+
+def _parse_groups_cursor(cursor: str, size: int) -> tuple[int, int, Optional[str]]:
+    """(SCAN cursor, SCAN COUNT, gid the batch resumes after, or None) of a
+    :meth:`QueueMonitor.groups_page` cursor; anything unreadable starts from the beginning."""
+    try:
+        scan, count, after = str(cursor).split(":", 2)
+        scan_cursor, scan_count = int(scan), int(count)
+    except ValueError:
+        return 0, max(size * 2, 100), None
+    return (max(0, scan_cursor), max(1, min(scan_count, _GROUP_SCAN_COUNT_MAX)),
+            after or None)
