@@ -349,7 +349,7 @@ class Client(BulkOps):
         ack_delay_s: float = 0.002,
         wake: bool = True,
         observer: Optional["ConsumerObserver"] = None,
-        tracebacks: bool = False,
+        tracebacks: bool = True,
         burst: bool = False,
     ) -> "ConsumerStats":
         """Consume ``queue`` with ``handler`` until stopped; see :class:`omniq_fast.Consumer`

@@ -173,7 +173,7 @@ class Consumer(StopOnSignals):
         ack_delay_s: float = 0.002,
         wake: bool = True,
         observer: Optional[ConsumerObserver] = None,
-        tracebacks: bool = False,
+        tracebacks: bool = True,
         burst: bool = False,
     ) -> None:
         check_consumer_options(
@@ -698,8 +698,8 @@ def consume(
     ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 1000),
     ``ack_delay_s=0.002``, ``wake=True``, ``observer=None`` (told of every job's start and
     outcome: see :mod:`omniq_fast.observe`; :class:`omniq_fast.metrics.WorkerMetrics` is one),
-    ``tracebacks=False`` (store the handler's traceback after the official
-    ``"<Type>: <message>"`` line), ``burst=False`` (stop once a reserve made while nothing
+    ``tracebacks=True`` (store the handler's traceback after the official
+    ``"<Type>: <message>"`` line; False stores that line alone), ``burst=False`` (stop once a reserve made while nothing
     runs finds the queue empty or paused).
     """
     return Consumer(client, queue, handler, **options).run()

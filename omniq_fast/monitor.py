@@ -37,9 +37,6 @@ __all__ = [
     "GroupsPage", "QueueActivity", "CounterStatus", "QueueMonitor",
 ]
 
-#: Suffixes of a group's keys (PROTOCOL.md §2): any of them existing means the group exists.
-_GROUP_KEY_SUFFIXES = (":wait", ":inflight", ":limit")
-
 Lane = Literal["wait", "active", "delayed", "failed", "completed"]
 
 _PAGE_MAX = 25
@@ -337,6 +334,22 @@ def _job_info(job_id: str, reply: Any) -> Optional[JobInfo]:
     return JobInfo(job_id=job_id, **values)
 
 
+def _group_keys(prefix: str, keys: list[Any]) -> list[tuple[str, int]]:
+    """The ``(gid, rank)`` each group key of ``keys`` names, rank being its suffix's place
+    in :data:`_GROUP_KEY_SUFFIXES`; keys that are no group's (or not UTF-8) are skipped."""
+    found: list[tuple[str, int]] = []
+    for key in keys:
+        try:
+            rest = _text(key)[len(prefix):]
+        except UnicodeDecodeError:
+            continue
+        for rank, suffix in enumerate(_GROUP_KEY_SUFFIXES):
+            if rest.endswith(suffix) and len(rest) > len(suffix):
+                found.append((rest[: -len(suffix)], rank))
+                break
+    return found
+
+
 class QueueMonitor:
     """Read-only views of queues for dashboards and operators.
 
@@ -420,25 +433,13 @@ class QueueMonitor:
         which only lists ready groups."""
         base = queue_base(queue)
         prefix = base + ":g:"
-        if isinstance(self._redis, RedisCluster):
-            node = self._redis.get_node_from_key(base)  # type: ignore[no-untyped-call]
-            server = self._redis.get_redis_connection(node)
-        else:
-            server = self._redis
+        server = self._server_of(base)
         # Queue names have no glob characters, and braces are not glob syntax.
         gids: set[str] = set()
         cursor = 0
         while True:
             cursor, keys = _read(server, "SCAN", cursor, "MATCH", prefix + "*", "COUNT", 1000)
-            for key in keys:
-                try:
-                    name = _text(key)[len(prefix):]
-                except UnicodeDecodeError:
-                    continue
-                for suffix in _GROUP_KEY_SUFFIXES:
-                    if name.endswith(suffix) and len(name) > len(suffix):
-                        gids.add(name[: -len(suffix)])
-                        break
+            gids.update(gid for gid, _ in _group_keys(prefix, keys))
             if not int(cursor):
                 break
         return sorted(gids)
@@ -728,16 +729,7 @@ class QueueMonitor:
 
     def _listed_gids(self, base: str, prefix: str, keys: list[Any]) -> list[str]:
         """The gids that ``keys`` (of one SCAN batch) list, each under its first key."""
-        candidates: list[tuple[str, int]] = []
-        for key in keys:
-            try:
-                rest = _text(key)[len(prefix):]
-            except UnicodeDecodeError:
-                continue
-            for rank, suffix in enumerate(_GROUP_KEY_SUFFIXES):
-                if rest.endswith(suffix) and len(rest) > len(suffix):
-                    candidates.append((rest[: -len(suffix)], rank))
-                    break
+        candidates = _group_keys(prefix, keys)
         pipe = self._pipeline()
         checks = 0
         for gid, rank in candidates:

@@ -174,7 +174,7 @@ def check_consumer_options(
     ack_delay_s: object,
     wake: object,
     observer: object = None,
-    tracebacks: object = False,
+    tracebacks: object = True,
     burst: object = False,
 ) -> None:
     """Check a consumer's handler and options before it reserves anything: the wrong type

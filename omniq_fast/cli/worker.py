@@ -340,7 +340,6 @@ def resolve(spec: str, target: Target, queues: tuple[str, ...], redis_url: str,
             value = target.setting(name)
         if value is not None:
             options[name] = value
-    options.setdefault("tracebacks", True)  # a worker keeps tracebacks unless told not to
     source = click.get_current_context().get_parameter_source("redis_url")
     url = redis_url
     if source is click.core.ParameterSource.DEFAULT and target.setting("redis_url"):
