@@ -8,7 +8,10 @@ What makes it fast, all on one dispatcher thread that owns the round trips:
 
 * **Prefetch**: jobs are reserved in batches (``reserve_batch``) while handlers run; the
   batch bound adapts to the observed handler time so a prefetched job starts well within its
-  lease, and prefetched jobs are heartbeated like running ones.
+  lease, and prefetched jobs are heartbeated like running ones. At most
+  ``DEFAULT_PREFETCH`` (64) unless ``prefetch=`` says otherwise: a process that dies burns
+  one attempt of every job it holds, so a job reserved with ``attempt > 1`` (it was reaped
+  or retried) runs alone, with nothing else held, and a crash-looping job fails alone.
 * **Batched acks**: outcomes are acked together, in the same round trip as the next
   reserve when there is one, otherwise within ``ack_delay_s``.
 * **Concurrency**: ``concurrency=N`` runs N handlers on worker threads, or N coroutines on
