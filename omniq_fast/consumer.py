@@ -8,7 +8,10 @@ What makes it fast, all on one dispatcher thread that owns the round trips:
 
 * **Prefetch**: jobs are reserved in batches (``reserve_batch``) while handlers run; the
   batch bound adapts to the observed handler time so a prefetched job starts well within its
-  lease, and prefetched jobs are heartbeated like running ones.
+  lease, and prefetched jobs are heartbeated like running ones. At most
+  ``DEFAULT_PREFETCH`` (64) unless ``prefetch=`` says otherwise: a process that dies burns
+  one attempt of every job it holds, so a job reserved with ``attempt > 1`` (it was reaped
+  or retried) runs alone, with nothing else held, and a crash-looping job fails alone.
 * **Batched acks**: outcomes are acked together, in the same round trip as the next
   reserve when there is one, otherwise within ``ack_delay_s``.
 * **Concurrency**: ``concurrency=N`` runs N handlers on worker threads, or N coroutines on
@@ -31,8 +34,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
-from .errors import TRANSIENT_ERRORS, ClusterUnavailable
+from .errors import TRANSIENT_ERRORS, ProtocolError, did_not_run
 from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
+from .outage import Backoff, Outage
 from .keys import queue_anchor, validate_queue_name
 from .observe import ConsumerObserver, ObserverGuard
 from .options import check_consumer_options
@@ -60,6 +64,13 @@ log = logging.getLogger("omniq_fast.consumer")
 _LOST = frozenset(("NOT_ACTIVE", "TOKEN_MISMATCH", "TOKEN_REQUIRED"))
 #: Most jobs one reserve may prefetch (the batched script's limit).
 MAX_PREFETCH = 1000
+#: Prefetch bound unless ``prefetch=`` says otherwise. A process that dies (SIGKILL,
+#: segfault, OOM kill) burns one attempt of every job it holds: its running jobs plus up
+#: to this many prefetched ones. Reserves are pipelined with the acks, so a small bound
+#: costs little throughput.
+DEFAULT_PREFETCH = 64
+#: How long a stopping consumer keeps retrying its last acks while the server is down.
+STOP_PATIENCE_S = 10.0
 #: Prefetch what the workers get through in this long, at the handler time seen so far.
 _PREFETCH_HORIZON_S = 0.005
 #: Verbose lines show this many characters of a payload, then its size.
@@ -195,7 +206,7 @@ class Consumer(StopOnSignals):
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_jobs = max_jobs
         self.concurrency = concurrency
-        self.prefetch = MAX_PREFETCH if prefetch is None else prefetch
+        self.prefetch = DEFAULT_PREFETCH if prefetch is None else prefetch
         self.ack_delay_s = ack_delay_s
         self.wake = wake
         self.tracebacks = tracebacks
@@ -226,7 +237,16 @@ class Consumer(StopOnSignals):
         self._got_jobs = False  # the last reserve handed out jobs
         self._dry_since: Optional[float] = None  # when a reserve last found nothing
         self._woken = False  # a wake message came since the last reserve
-        self._paused = False  # the last reserve found the queue paused (or failed)
+        self._paused = False  # the last reserve found the queue paused
+        self._backoff = Backoff()
+        self._outage = Outage(log, f"consumer of {queue}")
+        self._retry_at: Optional[float] = None  # backing off after a failure until then
+        self._held: dict[str, Any] = {}  # heartbeats of jobs whose acks are in flight
+        # A job that ran before (attempt > 1: reaped after a crash, or retried) runs with
+        # nothing else in this process, so that if it kills the process again it costs no
+        # other job an attempt.
+        self._isolated: Optional[JobCtx] = None
+        self._cautious = False  # reserve one job at a time after running one in isolation
         self._nothing_handed = False  # the last reserve answered EMPTY or PAUSED
         self._took: dict[str, float] = {}  # handler seconds until the ack line (verbose)
         # A handler's SystemExit/KeyboardInterrupt/...: stop gracefully, then re-raise it.
@@ -311,11 +331,13 @@ class Consumer(StopOnSignals):
             want = 0 if stopping else self._want()
             if self._acks_ok or self._acks_fail:
                 if want or stopping or now - self._oldest_ack >= self.ack_delay_s or (
-                    self._running == 0 and not self._ready
+                    self._running == 0 and (not self._ready or self._isolated is not None)
                 ):
                     calls.append(("acks", None))
             if want:
                 calls.append(("reserve", want))
+            if self._retry_at is not None and now < self._retry_at:
+                calls = []  # backing off: nothing goes out before the next try is due
             self._got_jobs = self._paused = self._nothing_handed = False
             if calls:
                 self._round_trip(calls)
@@ -326,14 +348,21 @@ class Consumer(StopOnSignals):
                 self.stop()
                 continue
             if workers is not None:
-                while self._ready and not stopping:
+                while self._ready and not stopping and self._may_start():
                     self._running += 1
                     self._taken += 1
                     workers.submit(self._ready.popleft())
-            elif self._ready and not stopping:
+            elif self._ready and not stopping and self._may_start():
                 self._run_inline(self._ready.popleft())
                 continue
             self._event.wait(self._wait_time(now, next_promote, next_reap, stopping))
+
+    def _may_start(self) -> bool:
+        """The next ready job may start: always, unless it is the one to run alone; that
+        one waits until nothing else runs and every finished job's ack has landed."""
+        if self._isolated is None or self._ready[0] is not self._isolated:
+            return True
+        return self._running == 0 and not (self._acks_ok or self._acks_fail or self._held)
 
     def _max_jobs_done(self) -> bool:
         return (
@@ -347,6 +376,8 @@ class Consumer(StopOnSignals):
         """How many jobs to reserve now: at once when a worker is idle with nothing
         prefetched, else only once a quarter of the target (workers + prefetch) is free,
         so that reserves, and the acks that ride along, come in batches."""
+        if self._isolated is not None:
+            return 0  # nothing else in flight while it runs
         target = self.concurrency + self._prefetch_cap()
         room = target - len(self._ready) - self._running
         if self.max_jobs is not None:
@@ -361,7 +392,7 @@ class Consumer(StopOnSignals):
                 return 0
         if idle_worker or room >= max(1, target // 4):
             self._woken = False
-            return min(room, MAX_PREFETCH)
+            return 1 if self._cautious else min(room, MAX_PREFETCH)
         return 0
 
     def _prefetch_cap(self) -> int:
@@ -380,7 +411,13 @@ class Consumer(StopOnSignals):
 
     def _wait_time(self, now: float, next_promote: float, next_reap: float, stopping: bool) -> float:
         """How long the dispatcher may sleep; completions, wake-ups and stop() cut it short."""
-        if self._got_jobs and not stopping:
+        if self._retry_at is not None:
+            return max(0.0, self._retry_at - now)  # backing off after a failure
+        if stopping:
+            # Only a completion (which sets the event) has anything left for us to do;
+            # the promote and reap times are not kept up while stopping.
+            return self.poll_interval_s if self._acks_ok or self._acks_fail else 1.0
+        if self._got_jobs:
             return 0.0  # the queue has work: go straight back for more if there is room
         timeout = min(next_promote, next_reap) - now
         if self._acks_ok or self._acks_fail:
@@ -407,9 +444,12 @@ class Consumer(StopOnSignals):
                 plan.append((kind, None))
             elif kind == "acks":
                 # Finished jobs are heartbeated until their ack goes out: a long job run
-                # inline after them must not let their leases expire.
-                self._beats.discard(*(c.job_id for c in self._acks_ok))
-                self._beats.discard(*(c.job_id for c, _ in self._acks_fail))
+                # inline after them must not let their leases expire. Their beats are
+                # held, not dropped, until the ack is answered: one that did not run is
+                # sent again, and the lease must live until then.
+                ids = [c.job_id for c in self._acks_ok] + [c.job_id for c, _ in self._acks_fail]
+                for lease in self._beats.take(*ids):
+                    self._held[lease.ctx.job_id] = lease
                 # A batched script takes at most 1000 jobs per call.
                 for i in range(0, len(self._acks_ok), MAX_PREFETCH):
                     chunk = self._acks_ok[i : i + MAX_PREFETCH]
@@ -438,30 +478,61 @@ class Consumer(StopOnSignals):
                 plan.append(("reserve", now_ms))
         try:
             replies = client._at(self._anchor).run_many(encoded)
-        except TRANSIENT_ERRORS:
+        except TRANSIENT_ERRORS as exc:
             # Acks in this round trip may or may not have landed. They are sent again with
             # the next round trip: an ack is gated by its lease token, so a second one is
             # refused if the first landed, and the job is not left to run again when its
             # lease expires. A reserve that may have run is not repeated; jobs it may have
             # leased come back when their leases expire.
-            log.warning("round trip failed on %s; backing off", self.queue, exc_info=True)
             self._requeue_acks(plan)
-            self._paused = True
+            self._failing(exc)
             return
+        trouble: Optional[Exception] = None
         for (kind, arg), reply in zip(plan, replies):
-            if isinstance(reply, ClusterUnavailable) and kind in ("ack_ok", "ack_fail"):
-                # The slot moved between the calls of this round trip and these acks did
-                # not run: send them with the next one.
-                self._requeue_acks([(kind, arg)], maybe_landed=False)
+            if isinstance(reply, Exception) and did_not_run(reply):
+                # Loading, busy, no script, slot moving...: the call changed nothing. Acks
+                # go again (their jobs beaten meanwhile), the rest at the next turn.
+                trouble = reply
+                if kind in ("ack_ok", "ack_fail"):
+                    self._requeue_acks([(kind, arg)], maybe_landed=False)
             elif isinstance(reply, Exception):
+                # Not one we know changed nothing: do not repeat it blindly.
+                trouble = reply
                 log.warning("%s failed on %s: %s", kind, self.queue, reply)
-            elif kind == "ack_ok":
-                self._acked(arg, core.parse_job_results(reply, [c.job_id for c in arg], 1))
-            elif kind == "ack_fail":
-                ids = [c.job_id for c, _ in arg]
-                self._failed(arg, core.parse_job_results(reply, ids, 2))
-            elif kind == "reserve":
-                self._reserved(core.parse_reserve_batch_reply(reply), arg)
+                if kind in ("ack_ok", "ack_fail"):
+                    self._unknown_acks([(kind, arg)])
+            else:
+                try:
+                    self._answered(kind, arg, reply)
+                except ProtocolError as exc:
+                    # A reply we cannot read (not a bad job field: those are failed one by
+                    # one): its effect is unknown. Acks go again (token-gated: a repeat of
+                    # one that landed is refused and counted unknown); jobs an unread
+                    # reserve leased come back when their leases expire.
+                    trouble = exc
+                    log.warning("unreadable %s reply on %s: %s", kind, self.queue, exc)
+                    if kind in ("ack_ok", "ack_fail"):
+                        self._requeue_acks([(kind, arg)])
+        if trouble is not None:
+            self._failing(trouble)
+        else:
+            self._backoff.reset()
+            self._retry_at = None
+            self._outage.recovered()
+
+    def _answered(self, kind: str, arg: Any, reply: Any) -> None:
+        core = self.client._core
+        if kind == "ack_ok":
+            self._acked(arg, core.parse_job_results(reply, [c.job_id for c in arg], 1))
+        elif kind == "ack_fail":
+            self._failed(arg, core.parse_job_results(reply, [c.job_id for c, _ in arg], 2))
+        elif kind == "reserve":
+            self._reserved(core.parse_reserve_batch_reply(reply), arg)
+
+    def _failing(self, cause: BaseException) -> None:
+        """Back off before the next round trip; the outage is logged once, not per try."""
+        self._outage.failed(cause)
+        self._retry_at = time.monotonic() + self._backoff.delay()
 
     def _reserved(self, jobs: Union[list[ReservedJob], Paused], reserved_at: int) -> None:
         if isinstance(jobs, Paused):
@@ -493,6 +564,30 @@ class Consumer(StopOnSignals):
             self._ready.append(ctx)
         for interval, ctxs in by_interval.items():
             self._beats.add_many(ctxs, interval)
+        if self._isolated is None:
+            self._isolate()
+        if all(job.attempt <= 1 for job in jobs):
+            self._cautious = False
+
+    def _isolate(self) -> None:
+        """If a job that ran before was reserved, keep it alone: give back every job not
+        yet started (they go back to the head of their lanes, attempts unburned)."""
+        suspect = next((ctx for ctx in self._ready if ctx.attempt > 1), None)
+        if suspect is None:
+            return
+        others = [ctx for ctx in self._ready if ctx is not suspect]
+        self._isolated = suspect
+        self._cautious = True
+        self._ready = deque([suspect])
+        if not others:
+            return
+        self._beats.discard(*(c.job_id for c in others))
+        try:
+            self.client.release_many(self.queue, [(c.job_id, c.lease_token) for c in others])
+        except TRANSIENT_ERRORS as exc:
+            # Their leases expire and they come back (attempts burned) to run alone.
+            log.warning("could not give back %d jobs reserved with job %s (%s)",
+                        len(others), suspect.job_id, exc)  # fmt: skip
 
     def _malformed(self, job: MalformedJob) -> None:
         """A leased job whose fields do not read runs no handler: it is acked failed with
@@ -510,11 +605,14 @@ class Consumer(StopOnSignals):
         self._acks_fail.append((ctx, f"MalformedJob: {job.problem}"))
 
     def _requeue_acks(self, plan: list[tuple[str, Any]], maybe_landed: bool = True) -> None:
-        """Put the acks of a failed round trip back in front of any newer ones."""
+        """Put the acks of a failed round trip back in front of any newer ones, their
+        jobs heartbeated again until then."""
         ok = [ctx for kind, arg in plan if kind == "ack_ok" for ctx in arg]
         fail = [item for kind, arg in plan if kind == "ack_fail" for item in arg]
         if not ok and not fail:
             return
+        ids = [ctx.job_id for ctx in ok] + [ctx.job_id for ctx, _ in fail]
+        self._beats.put_back([self._held.pop(i) for i in ids if i in self._held])
         if maybe_landed:
             self._resent.update(ctx.job_id for ctx in ok)
             self._resent.update(ctx.job_id for ctx, _ in fail)
@@ -523,8 +621,20 @@ class Consumer(StopOnSignals):
         self._acks_ok = ok + self._acks_ok
         self._acks_fail = fail + self._acks_fail
 
+    def _unknown_acks(self, plan: list[tuple[str, Any]]) -> None:
+        """Acks answered with an error we cannot read: given up, outcome unknown."""
+        for kind, arg in plan:
+            for item in arg:
+                ctx = item if kind == "ack_ok" else item[0]
+                self._held.pop(ctx.job_id, None)
+                self._resent.discard(ctx.job_id)
+                self.stats.ack_unknown += 1
+                if self._observer:
+                    self._observer.unknown_outcome(ctx, "ack_success" if kind == "ack_ok" else "ack_fail")
+
     def _acked(self, ctxs: list[JobCtx], results: list[Any]) -> None:
         for ctx, result in zip(ctxs, results):
+            self._held.pop(ctx.job_id, None)
             if result.status == "OK":
                 self._resent.discard(ctx.job_id)
                 self.stats.succeeded += 1
@@ -537,6 +647,7 @@ class Consumer(StopOnSignals):
 
     def _failed(self, items: list[tuple[JobCtx, str]], results: list[Any]) -> None:
         for (ctx, message), result in zip(items, results):
+            self._held.pop(ctx.job_id, None)
             if result.status == "ERR":
                 self._refused(ctx, "ack_fail", result.reason)
                 continue
@@ -627,6 +738,8 @@ class Consumer(StopOnSignals):
             ctx, error, seconds = done.popleft()
             self._running -= 1
             if seconds < 0:
+                if ctx is self._isolated:
+                    self._isolated = None
                 self._returned.append(ctx)
                 continue
             self.stats.handled += 1
@@ -638,6 +751,8 @@ class Consumer(StopOnSignals):
                 self._handler_time = seconds
             else:
                 self._handler_time += (seconds - self._handler_time) * 0.1
+            if ctx is self._isolated:
+                self._isolated = None  # its ack rides with the next (one-job) reserve
             if ctx.lease_lost:
                 self._beats.discard(ctx.job_id)
                 self.stats.lease_lost += 1
@@ -660,11 +775,19 @@ class Consumer(StopOnSignals):
     def _finish(self) -> None:
         """Graceful end: flush the last acks, give back prefetched jobs never started."""
         self._collect()
-        calls: list[tuple[str, Any]] = []
-        if self._acks_ok or self._acks_fail:
-            calls.append(("acks", None))
-        if calls:
-            self._round_trip(calls)
+        # Acks that did not land are tried again, with backoff, for a bounded time.
+        give_up = time.monotonic() + STOP_PATIENCE_S
+        while self._acks_ok or self._acks_fail:
+            wait = 0.0 if self._retry_at is None else self._retry_at - time.monotonic()
+            if time.monotonic() + wait > give_up:
+                log.warning("stopping without acking %d finished jobs on %s: the server did "
+                            "not answer for %.0f s; they will run again once their leases "
+                            "expire", len(self._acks_ok) + len(self._acks_fail),
+                            self.queue, STOP_PATIENCE_S)  # fmt: skip
+                break
+            if wait > 0:
+                time.sleep(wait)
+            self._round_trip([("acks", None)])
         leases = self._returned + list(self._ready)
         self._returned, self._ready = [], deque()
         if leases:
@@ -693,13 +816,13 @@ def consume(
 
     Options and defaults: ``poll_interval_s=0.05``, ``promote_interval_s=1.0``,
     ``promote_batch=1000``, ``reap_interval_s=1.0``, ``reap_batch=1000``,
-    ``heartbeat_interval_s=None`` (half the job's timeout, 1-10 s), ``verbose=False``,
+    ``heartbeat_interval_s=None`` (a third of the job's lease, 50 ms-10 s), ``verbose=False``,
     ``logger=print`` (or a ``logging.Logger``), ``drain=True``, ``stop_on_ctrl_c=True``,
-    ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 1000),
+    ``max_jobs=None``, ``concurrency=1``, ``prefetch=None`` (adaptive, at most 64),
     ``ack_delay_s=0.002``, ``wake=True``, ``observer=None`` (told of every job's start and
     outcome: see :mod:`omniq_fast.observe`; :class:`omniq_fast.metrics.WorkerMetrics` is one),
     ``tracebacks=True`` (store the handler's traceback after the official
-    ``"<Type>: <message>"`` line; False stores that line alone), ``burst=False`` (stop once a reserve made while nothing
-    runs finds the queue empty or paused).
+    ``"<Type>: <message>"`` line; False stores that line alone), ``burst=False`` (stop once
+    a reserve made while nothing runs finds the queue empty or paused).
     """
     return Consumer(client, queue, handler, **options).run()

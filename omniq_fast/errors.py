@@ -226,9 +226,10 @@ def reply_error(message: str) -> ReplyError:
 
 def did_not_run(reply: object) -> bool:
     """Whether ``reply`` proves its command changed nothing: an error reply of a
-    :class:`ServerRefused` kind (or a redis-py error of one of those codes). Such a call
-    (an ack, a batch of enqueues) may be sent again; any other reply may not prove it."""
-    if isinstance(reply, ReplyError):
+    :class:`ServerRefused` kind (or a redis-py error of one of those codes), or
+    :class:`ClusterUnavailable`. Such a call (an ack, a batch of enqueues) may be sent
+    again; any other reply may not prove it."""
+    if isinstance(reply, (ReplyError, ClusterUnavailable)):
         return reply.ran is False
     if isinstance(reply, ResponseError):
         return str(reply).split(" ", 1)[0] in _REFUSALS
@@ -279,6 +280,8 @@ class ServerUnreachable(OmniqError, ConnectionError):
 class ClusterUnavailable(OmniqError, ConnectionError):
     """A Redis Cluster slot stayed unreachable (being migrated, failing over, or its master
     down) for the client's ``cluster_retry_s``. The operation did not run: retry it."""
+
+    ran: Optional[bool] = False
 
 
 class MissingExtra(OmniqError, ImportError):

@@ -15,20 +15,35 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from .context import JobCtx
+from .outage import Backoff, Outage
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["HeartbeatScheduler", "default_heartbeat_interval"]
+__all__ = ["HeartbeatScheduler", "default_heartbeat_interval", "BEATS_PER_LEASE"]
 
 log = logging.getLogger("omniq_fast.consumer")
 
 _LOST = frozenset(("NOT_ACTIVE", "TOKEN_MISMATCH"))
 
 
+#: Beats per lease: the lease survives two lost or late beats in a row.
+BEATS_PER_LEASE = 3
+#: The shortest interval: a lease this short or shorter is beaten this often (a beat
+#: changes no keyspace beyond the lease's end, so beating often is only a round trip).
+MIN_INTERVAL_S = 0.05
+
+
 def default_heartbeat_interval(timeout_ms: int) -> float:
-    """Half the lease, between 1 s and 10 s."""
-    return min(10.0, max(1.0, timeout_ms / 2000.0))
+    """A third of the lease, between 50 ms and 10 s.
+
+    The heartbeat thread needs the GIL for a moment per beat. A pure-Python handler, even
+    a CPU-bound one, hands the GIL over every ``sys.getswitchinterval()`` (5 ms by
+    default), so a third of a lease of a few hundred ms is plenty; a C call that holds the
+    GIL longer than the lease (some C extensions do) cannot be helped from Python: give
+    such jobs a lease longer than that call.
+    """
+    return min(10.0, max(MIN_INTERVAL_S, timeout_ms / (1000.0 * BEATS_PER_LEASE)))
 
 
 class _Lease:
@@ -50,6 +65,8 @@ class HeartbeatScheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._sleep_until = 0.0
+        self._backoff = Backoff()
+        self._outage = Outage(log, f"heartbeats on {queue}")
         self._thread = threading.Thread(target=self._run, name="omniq-heartbeats", daemon=True)
         self._thread.start()
 
@@ -71,6 +88,22 @@ class HeartbeatScheduler:
         with self._cond:
             for job_id in job_ids:
                 self._leases.pop(job_id, None)
+
+    def take(self, *job_ids: str) -> list[_Lease]:
+        """Stop beating these leases for now; :meth:`put_back` resumes them (an ack sent
+        for them may not land)."""
+        with self._cond:
+            taken = [self._leases.pop(job_id, None) for job_id in job_ids]
+        return [lease for lease in taken if lease is not None]
+
+    def put_back(self, leases: list[_Lease]) -> None:
+        """Beat these leases again, when they were due (at once if that has passed)."""
+        if not leases:
+            return
+        with self._cond:
+            for lease in leases:
+                self._leases[lease.ctx.job_id] = lease
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -99,12 +132,16 @@ class HeartbeatScheduler:
             results = self._client.heartbeat_many(
                 self._queue, [(lease.ctx.job_id, lease.ctx.lease_token) for lease in beats]
             )
-        except Exception:
-            # Transient: the leases may still be fine; try again soon, not in a tight loop.
-            log.warning("heartbeat batch failed on %s", self._queue, exc_info=True)
+        except Exception as exc:
+            # The leases may still be fine (a lost connection, a loading or busy server):
+            # try again with backoff, but never later than the next regular beat.
+            self._outage.failed(exc)
+            delay = self._backoff.delay()
             for lease in beats:
-                lease.due = now + min(1.0, lease.interval)
+                lease.due = now + min(delay, lease.interval)
             return
+        self._backoff.reset()
+        self._outage.recovered()
         for lease, result in zip(beats, results):
             if result.status == "OK" and result.ms is not None:
                 lease.ctx.lock_until_ms = result.ms

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import TRANSIENT_ERRORS
 from .keys import wake_channel
+from .outage import Backoff, Outage
 
 if TYPE_CHECKING:
+    from .cluster import ClusterRouter
     from .consumer import Consumer
 
 __all__ = ["WakeListener"]
@@ -38,16 +40,16 @@ class WakeListener:
     def __init__(self, consumer: Consumer) -> None:
         self._consumer = consumer
         self._channel = wake_channel(consumer.queue)
-        self._router = consumer.client._mode()
-        self._sharded = self._router is not None and self._router.sharded_pubsub
+        self._router: Optional[ClusterRouter] = None
+        self._sharded = False
         self._closed = threading.Event()
         self._pubsub: Any = None
+        self._known = False  # whether the client is a cluster is known (needs the server)
+        self._backoff = Backoff(0.05, 2.0)
+        self._outage = Outage(log, f"wake channel {self._channel}")
+        # Everything that needs the server happens on the thread, retried with backoff:
+        # a consumer started while the server is down waits for it like any outage.
         self._thread = threading.Thread(target=self._run, name="omniq-wake", daemon=True)
-        try:
-            self._subscribe()
-        except TRANSIENT_ERRORS:
-            log.warning("wake channel unavailable; polling only", exc_info=True)
-            return
         self._thread.start()
 
     def _subscribe(self) -> None:
@@ -75,20 +77,30 @@ class WakeListener:
                 pass
 
     def _run(self) -> None:
+        refresh = False
         while not self._closed.is_set():
             try:
+                if not self._known:
+                    self._router = self._consumer.client._mode()
+                    self._sharded = self._router is not None and self._router.sharded_pubsub
+                    self._known = True
+                if refresh and self._router is not None:
+                    self._router.refresh()
+                refresh = False
                 if self._pubsub is None:
                     self._subscribe()
+                    self._backoff.reset()
+                    self._outage.recovered()
                     # Jobs announced while we were not listening: look once now.
                     self._consumer.wake_up()
                 message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=_READ_S)
-            except TRANSIENT_ERRORS as exc:
-                log.debug("wake channel %s failed (%s); subscribing again", self._channel, exc)
+            except Exception as exc:  # any failure: this thread must never die
+                # Polling finds the jobs meanwhile; subscribe again after a backoff.
+                self._outage.failed(exc)
                 self._drop()
-                if self._closed.wait(0.5):
+                refresh = True
+                if self._closed.wait(self._backoff.delay()):
                     return
-                if self._router is not None:
-                    self._router.refresh()
                 continue
             if message is None:
                 continue
@@ -100,7 +112,11 @@ class WakeListener:
                 log.debug("%s: the server ended the subscription", self._channel)
                 self._drop()
                 if self._router is not None:
-                    self._router.refresh(force=True)
+                    try:
+                        self._router.refresh(force=True)
+                    except Exception as exc:
+                        self._outage.failed(exc)
+                        refresh = True
 
     def close(self) -> None:
         """Stop listening; returns within the read timeout (``_READ_S``)."""

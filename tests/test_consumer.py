@@ -382,10 +382,13 @@ def test_heartbeats_keep_a_slow_job(
 
 
 def test_default_heartbeat_interval() -> None:
-    assert default_heartbeat_interval(30000) == 10.0
-    assert default_heartbeat_interval(7000) == 3.5
-    assert default_heartbeat_interval(500) == 1.0
+    # A third of the lease (so two beats may be late or lost), 50 ms to 10 s: the old
+    # "half, at least 1 s" let leases of 1 s and less expire under a live consumer.
     assert default_heartbeat_interval(60000) == 10.0
+    assert default_heartbeat_interval(9000) == 3.0
+    assert default_heartbeat_interval(900) == pytest.approx(0.3)
+    assert default_heartbeat_interval(300) == pytest.approx(0.1)
+    assert default_heartbeat_interval(60) == 0.05
 
 
 @pytest.mark.parametrize(

@@ -234,9 +234,9 @@ def test_a_queue_that_ran_dry_is_not_asked_again_after_every_job(
         return real(calls, extra)
 
     monkeypatch.setattr(client._transport, "run_many", counting)
-    # No-op handlers prefetch deep batches (up to 1000): when the queue runs dry
+    # No-op handlers prefetch deep batches (up to 1000 when asked): when the queue runs dry
     # hundreds of jobs are in hand, and a reserve per job would show as hundreds.
-    with running(client, qname, lambda ctx: None, poll_interval_s=0.05):
+    with running(client, qname, lambda ctx: None, poll_interval_s=0.05, prefetch=1000):
         wait_state(r, qname, ids[-1], "completed", timeout=30)
         done = len(reserves)
     assert r.llen(f"{{{qname}}}:wait") == 0
