@@ -9,7 +9,8 @@ server's CPU counters measure this run alone. Rows:
   (compiled core and pure-Python twin);
 * drain: official ``consume`` (no-op handler, in a subprocess stopped with SIGTERM once the
   queue is empty), and a ``reserve_many`` / ``ack_success_many`` loop (both cores);
-* consume: omniq-fast ``Consumer`` with a no-op handler at concurrency 1 and 8, and with a
+* consume: omniq-fast ``Consumer`` with a no-op handler at concurrency 1 and 8 (at the
+  default prefetch and at prefetch 1000, the old deep default), and with a
   handler sleeping 10 ms at concurrency 8 and 64 (compare with the ideal N / 0.01 s).
 
 For each: jobs/s, client CPU µs per job, server CPU µs per job (``INFO cpu`` deltas) and
@@ -188,7 +189,7 @@ def bench_drain(url: str, r: redis.Redis, jobs: int, core: ModuleType, label: st
 
 
 def bench_consume(url: str, r: redis.Redis, jobs: int, core: ModuleType,
-                  concurrency: int, sleep_s: float) -> Row:  # fmt: skip
+                  concurrency: int, sleep_s: float, prefetch: Optional[int] = None) -> Row:  # fmt: skip
     from omniq_fast import Consumer
 
     q = fresh_queue()
@@ -199,8 +200,11 @@ def bench_consume(url: str, r: redis.Redis, jobs: int, core: ModuleType,
             if sleep_s:
                 time.sleep(sleep_s)
 
-        consumer = Consumer(c, q, handler, concurrency=concurrency, max_jobs=jobs)
+        consumer = Consumer(c, q, handler, concurrency=concurrency, max_jobs=jobs,
+                            prefetch=prefetch)  # fmt: skip
         what = "no-op" if not sleep_s else f"{sleep_s * 1000:g} ms sleep"
+        if prefetch is not None:
+            what += f", prefetch {prefetch}"
         ideal = f", ideal {concurrency / sleep_s:,.0f}/s" if sleep_s else ""
         row = measure(f"omniq-fast consume ({what}, concurrency {concurrency}{ideal})",
                       jobs, r, lambda: consumer.run() and None)  # fmt: skip
@@ -232,7 +236,11 @@ def run(url: str, jobs: int, consume_jobs: int) -> list[Row]:
     rows.append(bench_drain(url, r, jobs, cython, "cython"))
     rows.append(bench_drain(url, r, jobs, _core_py, "python"))
     rows.append(bench_consume(url, r, jobs, cython, 1, 0.0))
+    # The default prefetch is small so a crash costs few jobs an attempt; the deep prefetch
+    # the consumer used before, side by side, prices that choice.
+    rows.append(bench_consume(url, r, jobs, cython, 1, 0.0, prefetch=1000))
     rows.append(bench_consume(url, r, jobs, cython, 8, 0.0))
+    rows.append(bench_consume(url, r, jobs, cython, 8, 0.0, prefetch=1000))
     rows.append(bench_consume(url, r, min(jobs, 4_000), cython, 8, 0.01))
     rows.append(bench_consume(url, r, min(jobs, 20_000), cython, 64, 0.01))
     return rows

@@ -662,7 +662,8 @@ class Consumer(StopOnSignals):
             else:
                 self._line(f"ack fail job_id={ctx.job_id} => FAILED", ctx, outcome="failed",
                            duration_ms=took)  # fmt: skip
-            self._line(f"error job_id={ctx.job_id} => {message}", ctx)
+            # The official line shows the error alone; a stored traceback stays in the job.
+            self._line(f"error job_id={ctx.job_id} => {message.partition(chr(10))[0]}", ctx)
 
     def _refused(self, ctx: JobCtx, op: str, reason: Optional[str]) -> None:
         if ctx.job_id in self._resent:
