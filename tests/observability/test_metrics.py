@@ -88,7 +88,10 @@ def test_counters_equal_the_jobs_processed(
     # A 300 ms lease and a 1.5 s handler: the reaper (ours) takes the lease away, so the
     # job is not acked (and with one attempt it fails for good, never to run again).
     slow = client.publish(qname, {"slow": True}, max_attempts=1, timeout_ms=300)
-    with running(client, qname, _handler(mode), concurrency=concurrency, observer=metrics) as run:
+    # Beats far apart from the 300 ms lease stand for a starved heartbeat: the lease is
+    # really lost (the consumer's default beats at a third of the lease would keep it).
+    with running(client, qname, _handler(mode), concurrency=concurrency, observer=metrics,
+                 heartbeat_interval_s=10.0) as run:  # fmt: skip
         wait_until(
             lambda: all(r.hget(f"{{{qname}}}:job:{j}", "state") == b"completed" for j in ok)
             and all(job_hash(r, qname, j)["state"] == "failed" for j in failing + [slow])
@@ -158,7 +161,8 @@ def test_prefetched_jobs_given_back_at_stop_count_as_released(
         if ctx.payload["n"] == 4:
             consumer[0].stop()  # the fifth job stops it: the prefetched rest go back
 
-    with running(client, qname, handler, observer=metrics) as run:
+    # Deep prefetch, so most jobs are held unstarted when the consumer stops.
+    with running(client, qname, handler, observer=metrics, prefetch=1000) as run:
         consumer.append(run.consumer)
         stats = run.join(20)
     samples = scrape(port)
