@@ -170,7 +170,10 @@ def test_prefetched_jobs_given_back_at_stop_count_as_released(
     completed = value(samples, "omniq_jobs_total", queue=qname, outcome="completed")
     back = r.llen(f"{{{qname}}}:wait")
     assert completed == stats.succeeded == 5
-    assert released == back == total - 5 > 0
+    # How many were prefetched depends on the handler time seen (adaptive prefetch): every
+    # one held is reported released, and every job not run is back in the wait lane.
+    assert back == total - 5
+    assert 0 < released <= back
     # Released jobs never started: they were never in flight and have no duration.
     assert value(samples, "omniq_jobs_in_flight", queue=qname) == 0
     assert value(samples, "omniq_job_duration_seconds_count", queue=qname) == 5
