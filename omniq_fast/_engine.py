@@ -81,6 +81,7 @@ class Engine:
         self._cluster_retry_s = cluster_retry_s
         self._router: Optional[ClusterRouter] = None
         self._mode_lock = threading.Lock()
+        self._wakes: dict[str, bytes] = {}
         # The one server's transport; None when given a RedisCluster (no single server).
         self.transport: Optional[Transport] = None
         if isinstance(redis, RedisCluster):
@@ -159,9 +160,16 @@ class Engine:
         return self.transport
 
     def wake_command(self, queue: str) -> bytes:
-        """The wake message for ``queue``, sharded where the cluster has sharded pub/sub."""
-        router = self.mode()
-        return wake_command(self.core, queue, router is not None and router.sharded_pubsub)
+        """The wake message for ``queue``, sharded where the cluster has sharded pub/sub
+        (encoded once per queue: every publish sends one)."""
+        data = self._wakes.get(queue)
+        if data is None:
+            router = self.mode()
+            data = wake_command(self.core, queue, router is not None and router.sharded_pubsub)
+            if len(self._wakes) >= 4096:
+                self._wakes.clear()
+            self._wakes[queue] = data
+        return data
 
     # ------------------------------------------------------------------ running calls
 

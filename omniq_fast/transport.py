@@ -10,7 +10,11 @@ only reads are retried after a connection error.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import ssl
+import threading
 from collections import deque
 from types import ModuleType
 from typing import Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
@@ -139,19 +143,67 @@ class _Wire:
         return replies
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed (or wrote unasked to) an idle connection: a peek that
+    does not block. Checked before reusing the held wire, as redis-py's pool checks a
+    connection before handing it out, so a call is not sent into a dead socket (its
+    outcome would then be unknown although nothing ran)."""
+    # select, not a non-blocking recv: a socket with a timeout waits for input before
+    # any recv, flags or not.
+    try:
+        readable, _, broken = select.select((sock,), (), (sock,), 0)
+    except (OSError, ValueError):
+        return True  # closed under us
+    return bool(readable or broken)  # end of stream, unasked-for bytes, or an error
+
+
 class Transport:
-    """Runs commands and scripts over one redis-py client's connection pool."""
+    """Runs commands and scripts over one redis-py client's connection pool.
+
+    One connection is held out of the pool for whichever thread gets there first: a call
+    that finds it free uses it (a try-lock, no pool checkout, no redis-py hooks: the single
+    calls of one producer thread cost a fraction); concurrent calls take pooled connections
+    as before. TLS connections always go through the pool (an SSL socket cannot peek).
+    """
 
     def __init__(self, client: redis.Redis, core: ModuleType) -> None:
         self.redis = client
         self._pool = client.connection_pool
         self._core = core
+        self._held: Optional[_Wire] = None
+        self._held_lock = threading.Lock()
+        self._pid = os.getpid()
 
     # ------------------------------------------------------------------ checkout
 
     def _checkout(self) -> _Wire:
         """A connected wire; setting one up sends no command of ours, so its failures are
         raised typed by :func:`connect_error` (nothing ran)."""
+        if self._pid != os.getpid():
+            # A forked child must not share the parent's socket: forget it (the parent
+            # still owns it) and start afresh, as redis-py's pool does.
+            self._held, self._held_lock, self._pid = None, threading.Lock(), os.getpid()
+        if self._held_lock.acquire(blocking=False):
+            wire = self._held
+            if wire is not None and not _closed_by_peer(wire.sock):
+                return wire
+            try:
+                if wire is not None:
+                    self._held = None
+                    wire.conn.disconnect()
+                    self._pool.release(wire.conn)
+                wire = self._pooled()
+                if isinstance(wire.sock, ssl.SSLSocket):
+                    self._held_lock.release()  # the lock is not held for a pooled wire
+                    return wire
+                self._held = wire
+                return wire
+            except BaseException:
+                self._held_lock.release()
+                raise
+        return self._pooled()
+
+    def _pooled(self) -> _Wire:
         try:
             conn = self._pool.get_connection()
         except Exception as exc:
@@ -166,6 +218,13 @@ class Transport:
             raise
 
     def _checkin(self, wire: _Wire, healthy: bool) -> None:
+        if wire is self._held:
+            if not healthy:
+                self._held = None
+                wire.conn.disconnect()
+                self._pool.release(wire.conn)
+            self._held_lock.release()
+            return
         if not healthy:
             # Half-written commands or half-read replies: the connection's state is
             # unknown, so it is closed rather than handed to the next caller.
@@ -362,5 +421,9 @@ class Transport:
         return reply
 
     def close(self) -> None:
+        with self._held_lock:
+            wire, self._held = self._held, None
+        if wire is not None:
+            self._pool.release(wire.conn)
         self.redis.close()
 
