@@ -11,6 +11,7 @@ from .bulk import DuplicateJobs, PublishManyError
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
+from .aio.monitor import AsyncQueueMonitor
 from .multiqueue import MultiConsumer
 from .errors import (
     AdminError,
@@ -74,6 +75,7 @@ __all__ = [
     "Exec",
     "CheckCompletion",
     "QueueMonitor",
+    "AsyncQueueMonitor",
     "OmniqError",
     "InvalidQueueName",
     "InvalidKey",

@@ -64,9 +64,12 @@ def official(official_client: Any) -> Any:
 @pytest.fixture(
     params=[{}, {"decode_responses": True}, {"protocol": 3}], ids=["bytes", "str", "resp3"]
 )
-def ours(request: pytest.FixtureRequest, redis_url: str) -> Iterator[QueueMonitor]:
+def ours(
+    request: pytest.FixtureRequest, redis_url: str, monitor_of: Callable[[Any], QueueMonitor]
+) -> Iterator[QueueMonitor]:
+    """Ours on each connection kind, on both shells (``monitor_of``: sync and async)."""
     conn = redis.Redis.from_url(redis_url, **request.param)
-    yield QueueMonitor(conn)
+    yield monitor_of(conn)
     conn.close()
 
 
