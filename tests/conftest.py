@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from support import delete_prefixed
+from support import BlockingView, delete_prefixed
 from twins import core  # noqa: F401  (the twin fixture)
 
 
@@ -150,26 +150,6 @@ def aio_loop() -> Iterator[Any]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
-
-
-class BlockingView:
-    """An asyncio object seen through blocking calls: each method call runs its coroutine
-    on the loop thread and returns (or raises) what it gave, so a test body written for
-    the blocking ``QueueMonitor`` drives ``AsyncQueueMonitor`` unchanged."""
-
-    def __init__(self, target: Any, loop: Any) -> None:
-        self._target = target
-        self._loop = loop
-
-    def __getattr__(self, name: str) -> Any:
-        import asyncio
-
-        method = getattr(self._target, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop).result()
-
-        return call
 
 
 @pytest.fixture(params=["sync", "async"])
