@@ -1,5 +1,8 @@
 """Every decision of the queue monitor, free of I/O: which reads to send, what replies mean.
 
+(The models are in :mod:`.monitor_models`, the reply decoders in :mod:`.monitor_replies`;
+this module builds the reads and sequences them.)
+
 Each view of :class:`~omniq_fast.monitor.QueueMonitor` is a *plan* here: a generator that
 yields the reads it needs and receives their replies (the sans-I/O style of h11), then
 returns the view's result. A shell runs a plan with its own I/O::
@@ -52,7 +55,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable, Optional, TypeVar, Union
 
-from ..errors import InvalidQueueName
 from ..keys import (
     LANES,
     STATS_SUFFIX,
@@ -67,7 +69,6 @@ from ..keys import (
     job_key_prefix,
     lease_seq_key,
     paused_key,
-    queue_base,
     stats_key,
     validate_counter_key,
     validate_queue_name,
@@ -76,7 +77,6 @@ from .monitor_replies import (
     GROUP_KEY_PARTS,
     LANE_JOB_FIELDS,
     group_keys,
-    hash_fields,
     job_info,
     lane_job,
     lenient_int,
@@ -191,7 +191,10 @@ def _send(commands: list[Command]) -> Plan[list[Any]]:
     return replies
 
 
-def _scan(command: Command, node_of: Optional[str] = None, server: int = 0) -> Plan[tuple[int, list[Any]]]:
+def _scan(
+    command: Command, node_of: Optional[str] = None, server: int = 0
+) -> Plan[tuple[int, list[Any]]]:
+    """One SCAN step and its reply as (next cursor, keys)."""
     cursor, keys = yield Scan(command, node_of, server)
     return int(cursor), list(keys)
 
@@ -342,7 +345,8 @@ def lane_page(
     key = index_key(queue, lane)
     start, stop = _window(offset, limit, _PAGE_MAX)
     (reply,) = yield from _send([_zrange(key, start, stop, bool(reverse))])
-    return (yield from _lane_jobs(queue, [(lane, job_id, score) for job_id, score in score_entries(reply)]))
+    entries = [(lane, job_id, score) for job_id, score in score_entries(reply)]
+    return (yield from _lane_jobs(queue, entries))
 
 
 def find_jobs(queue: str, lane: Lane, job_ids: Iterable[str]) -> Plan[list[LaneJob]]:

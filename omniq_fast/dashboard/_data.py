@@ -65,7 +65,8 @@ def async_twin(conn: Union[redis.Redis, RedisCluster]) -> AsyncRedis:
         settings = {k: kwargs[k] for k in _SETTINGS if k in kwargs and k not in
                     ("host", "port", "db", "path")}
         ssl = getattr(kwargs.get("connection_class"), "__name__", "") == "SSLConnection"
-        nodes = [ClusterNode(node.host, node.port) for node in conn.get_nodes()]  # type: ignore[no-untyped-call]
+        known = conn.get_nodes()  # type: ignore[no-untyped-call]
+        nodes = [ClusterNode(node.host, node.port) for node in known]
         return AsyncRedisCluster(startup_nodes=nodes, ssl=ssl, **settings)
     pool = conn.connection_pool
     name = pool.connection_class.__name__
