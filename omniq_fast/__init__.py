@@ -10,6 +10,7 @@ from ._version import __version__
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
+from .aio.monitor import AsyncQueueMonitor
 from .multiqueue import MultiConsumer
 from .errors import (
     DuplicateJobs,
@@ -75,6 +76,7 @@ __all__ = [
     "Exec",
     "CheckCompletion",
     "QueueMonitor",
+    "AsyncQueueMonitor",
     "OmniqError",
     "InvalidQueueName",
     "InvalidKey",

@@ -19,6 +19,20 @@ __all__ = [
     "counter_anchor",
     "LANES",
     "REMOVE_LANES",
+    "STATS_SUFFIX",
+    "job_key",
+    "job_key_prefix",
+    "stats_key",
+    "paused_key",
+    "wake_channel",
+    "index_key",
+    "active_key",
+    "lease_seq_key",
+    "groups_ready_key",
+    "group_key_prefix",
+    "group_key",
+    "counter_count_key",
+    "counter_done_key",
 ]
 
 QUEUE_NAME_MAX_LEN = 128
@@ -86,21 +100,78 @@ def validate_counter_key(key: object) -> str:
     return key
 
 
+def _counter_base(key: str) -> str:
+    return "{cc:" + validate_counter_key(key) + "}"
+
+
 def counter_anchor(key: str) -> str:
     """``{cc:K}:meta``, the anchor of a completion counter."""
-    return "{cc:" + validate_counter_key(key) + "}:meta"
+    return _counter_base(key) + ":meta"
+
+
+#: What every queue's stats key ends with (``{Q}:stats``): monitors find queues by it.
+STATS_SUFFIX = ":stats"
 
 
 def job_key(queue: str, job_id: str) -> str:
+    """``{Q}:job:<id>``, one job's hash."""
     return f"{queue_base(queue)}:job:{job_id}"
 
 
+def job_key_prefix(queue: str) -> str:
+    """``{Q}:job:``, for job ids that are bytes (an id that is not UTF-8 still names
+    its hash)."""
+    return queue_base(queue) + ":job:"
+
+
 def stats_key(queue: str) -> str:
-    return queue_base(queue) + ":stats"
+    """``{Q}:stats``, the queue's counters hash."""
+    return queue_base(queue) + STATS_SUFFIX
 
 
 def paused_key(queue: str) -> str:
+    """``{Q}:paused``, present while the queue is paused."""
     return queue_base(queue) + ":paused"
+
+
+def index_key(queue: str, lane: str) -> str:
+    """``{Q}:idx:<lane>``, the zset of a lane's job ids by when they entered it."""
+    return f"{queue_base(queue)}:idx:{lane}"
+
+
+def active_key(queue: str) -> str:
+    """``{Q}:active``, the leased jobs by lease expiry."""
+    return queue_base(queue) + ":active"
+
+
+def lease_seq_key(queue: str) -> str:
+    """``{Q}:lease:seq``, the counter of reservations ever made."""
+    return queue_base(queue) + ":lease:seq"
+
+
+def groups_ready_key(queue: str) -> str:
+    """``{Q}:groups:ready``, the zset of groups that may run a job."""
+    return queue_base(queue) + ":groups:ready"
+
+
+def group_key_prefix(queue: str) -> str:
+    """``{Q}:g:``, what every key of the queue's groups starts with."""
+    return queue_base(queue) + ":g:"
+
+
+def group_key(queue: str, gid: str, part: str) -> str:
+    """``{Q}:g:<gid>:<part>``: a group's ``wait`` list, ``inflight`` count or ``limit``."""
+    return f"{queue_base(queue)}:g:{gid}:{part}"
+
+
+def counter_count_key(key: str) -> str:
+    """``{cc:K}:count``, how many children a completion counter still expects."""
+    return _counter_base(key) + ":count"
+
+
+def counter_done_key(key: str) -> str:
+    """``{cc:K}:done``, the set of children that acked."""
+    return _counter_base(key) + ":done"
 
 
 def wake_channel(queue: str) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-from support import delete_prefixed
+from support import BlockingView, delete_prefixed
 from twins import core  # noqa: F401  (the twin fixture)
 
 
@@ -131,3 +131,58 @@ def oracle_on_ours(redis_url: str) -> Iterator[Any]:
     """The official client on *our* database: for interop tests (each side reads the
     other's queues)."""
     yield from _official_client(redis_url)
+
+
+# ------------------------------------------------------------------ both monitor shells
+
+
+@pytest.fixture(scope="session")
+def aio_loop() -> Iterator[Any]:
+    """An event loop running in a background thread, for asyncio objects driven from
+    blocking test code."""
+    import asyncio
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="aio-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def monitor_of(request: pytest.FixtureRequest, redis_url: str, aio_loop: Any) -> Iterator[Any]:
+    """``monitor_of(source)``: a ``QueueMonitor`` on ``source`` (a redis-py client or an
+    omniq-fast ``Client``), or, on the ``async`` leg, an ``AsyncQueueMonitor`` on a
+    ``redis.asyncio`` client to the same server with the same reply settings (behind a
+    :class:`BlockingView`)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+
+    from omniq_fast import AsyncQueueMonitor, QueueMonitor
+
+    opened: list[Any] = []
+
+    def make(source: Any) -> Any:
+        if request.param == "sync":
+            return QueueMonitor(source)
+        conn = source if isinstance(source, (redis.Redis, RedisCluster)) else source.redis
+        if isinstance(conn, RedisCluster):
+            twin: Any = AsyncRedisCluster.from_url(redis_url)
+        else:
+            kwargs = conn.connection_pool.connection_kwargs
+            twin = aioredis.Redis.from_url(
+                redis_url, decode_responses=kwargs.get("decode_responses", False),
+                protocol=kwargs.get("protocol") or 2,
+            )
+        opened.append(twin)
+        return BlockingView(AsyncQueueMonitor(twin), aio_loop)
+
+    yield make
+    for twin in opened:
+        asyncio.run_coroutine_threadsafe(twin.aclose(), aio_loop).result(10)

@@ -3,6 +3,7 @@ reading jobs back from Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any, Callable
@@ -102,3 +103,21 @@ def tagged(value: Any) -> Any:
     if isinstance(value, list):
         return [tagged(item) for item in value]
     return value
+
+
+class BlockingView:
+    """An asyncio object seen through blocking calls: each method call runs its coroutine
+    on the loop thread and returns (or raises) what it gave, so a test body written for
+    the blocking ``QueueMonitor`` drives ``AsyncQueueMonitor`` unchanged."""
+
+    def __init__(self, target: Any, loop: Any) -> None:
+        self._target = target
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop).result()
+
+        return call

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from omniq_fast.errors import InvalidQueueName
 from omniq_fast.monitor import (
@@ -28,7 +29,8 @@ from omniq_fast.monitor import (
     QueueOverview,
     QueueStats,
 )
-from support import tagged
+from omniq_fast.aio.monitor import AsyncQueueMonitor
+from support import BlockingView, tagged
 
 official_client_mod = pytest.importorskip("omniq.client")
 official_monitor_mod = pytest.importorskip("omniq.monitor")
@@ -64,9 +66,12 @@ def official(official_client: Any) -> Any:
 @pytest.fixture(
     params=[{}, {"decode_responses": True}, {"protocol": 3}], ids=["bytes", "str", "resp3"]
 )
-def ours(request: pytest.FixtureRequest, redis_url: str) -> Iterator[QueueMonitor]:
+def ours(
+    request: pytest.FixtureRequest, redis_url: str, monitor_of: Callable[[Any], QueueMonitor]
+) -> Iterator[QueueMonitor]:
+    """Ours on each connection kind, on both shells (``monitor_of``: sync and async)."""
     conn = redis.Redis.from_url(redis_url, **request.param)
-    yield QueueMonitor(conn)
+    yield monitor_of(conn)
     conn.close()
 
 
@@ -474,3 +479,50 @@ def test_reads_are_batched(
         assert trips(lambda: monitor.groups_ready(qname)) == 1
     finally:
         conn.close()
+
+
+class CountingAsyncRedis(aioredis.Redis):
+    """:class:`CountingRedis` for asyncio."""
+
+    round_trips = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.round_trips += 1
+        return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def counted(raise_on_error: bool = True) -> Any:
+            self.round_trips += 1
+            return await execute(raise_on_error)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+
+def test_async_reads_are_batched(
+    official_client: Any, r: redis.Redis, redis_url: str, qname: str, aio_loop: Any
+) -> None:
+    build_rich_queue(official_client, r, qname)
+    ids = all_job_ids(r, qname)
+    conn = CountingAsyncRedis.from_url(redis_url)
+    monitor = BlockingView(AsyncQueueMonitor(conn), aio_loop)
+
+    def trips(call: Callable[[], Any]) -> int:
+        conn.round_trips = 0
+        assert call() is not None
+        return conn.round_trips
+
+    try:
+        assert trips(lambda: monitor.lane_page(qname, "completed", 0, 25)) == 2
+        assert trips(lambda: monitor.find_jobs(qname, "wait", ids)) == 1
+        assert trips(lambda: monitor.overview(qname, 25)) == 2
+        assert trips(lambda: monitor.stats_many([qname] * 5)) == 1
+        assert trips(lambda: monitor.group_status(qname, ["gA", "gB", "gC"])) == 1
+        assert trips(lambda: monitor.get_job(qname, ids[0])) == 1
+        assert trips(lambda: monitor.groups_ready(qname)) == 1
+        assert trips(lambda: monitor.get_jobs(qname, [])) == 0
+    finally:
+        BlockingView(conn, aio_loop).aclose()

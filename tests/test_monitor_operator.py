@@ -3,12 +3,12 @@ job, every group of a queue, many jobs at once."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import redis
 
-from omniq_fast import Client, QueueMonitor
+from omniq_fast import Client
 from support import connect, job_hash
 
 
@@ -18,8 +18,8 @@ def client(redis_url: str) -> Iterator[Client]:
         yield c
 
 
-def test_oldest_waiting_ms(client: Client, r: redis.Redis, qname: str) -> None:
-    monitor = QueueMonitor(client)
+def test_oldest_waiting_ms(client: Client, r: redis.Redis, qname: str, monitor_of: Any) -> None:
+    monitor = monitor_of(client)
     other = qname + "b"
     assert monitor.oldest_waiting_ms([qname, other]) == [None, None]
     first = client.publish(qname, {"n": 1}, now_ms_override=1_000_000)
@@ -31,8 +31,10 @@ def test_oldest_waiting_ms(client: Client, r: redis.Redis, qname: str) -> None:
     assert monitor.oldest_waiting_ms([qname])[0] in (1_000_000, 1_000_500)
 
 
-def test_scan_groups_and_get_jobs(client: Client, qname: str, redis_url: str) -> None:
-    monitor = QueueMonitor(connect(redis_url))
+def test_scan_groups_and_get_jobs(
+    client: Client, qname: str, redis_url: str, monitor_of: Any
+) -> None:
+    monitor = monitor_of(connect(redis_url))
     assert monitor.scan_groups(qname) == []
     ids = client.publish_many(qname, [{"n": i} for i in range(3)], gid="a:1", group_limit=2)
     client.publish(qname, {"n": 9}, gid="b")

@@ -4,12 +4,12 @@ listing (SCAN-based, each group once), a group's wait list and completion counte
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import redis
 
-from omniq_fast import Client, Job, QueueMonitor
+from omniq_fast import Client, Job
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ def client(redis_url: str) -> Iterator[Client]:
         yield c
 
 
-def test_lane_sizes_and_activity(client: Client, qname: str) -> None:
-    monitor = QueueMonitor(client)
+def test_lane_sizes_and_activity(client: Client, qname: str, monitor_of: Any) -> None:
+    monitor = monitor_of(client)
     client.publish(qname, {"n": 1})
     client.publish(qname, {"n": 2}, gid="g", group_limit=2)
     client.publish(qname, {"n": 3}, due_ms=int(time.time() * 1000) + 60_000)
@@ -40,7 +40,9 @@ def test_lane_sizes_and_activity(client: Client, qname: str) -> None:
     assert second.failed_since == 0 and second.oldest_wait_ms == 0
 
 
-def test_groups_page_lists_every_group_once(client: Client, qname: str, r: redis.Redis) -> None:
+def test_groups_page_lists_every_group_once(
+    client: Client, qname: str, r: redis.Redis, monitor_of: Any
+) -> None:
     # Groups with only a wait list, with wait + limit, and with only inflight + limit
     # (all jobs running): each appears exactly once over the whole walk.
     client.publish_many(qname, [Job({"i": i}, gid=f"g{i}", group_limit=2) for i in range(300)])
@@ -48,7 +50,7 @@ def test_groups_page_lists_every_group_once(client: Client, qname: str, r: redis
     running = client.reserve(qname)
     while running.gid.startswith("g"):  # type: ignore[union-attr]
         running = client.reserve(qname)
-    monitor = QueueMonitor(client)
+    monitor = monitor_of(client)
     seen: list[str] = []
     cursor, pages = "", 0
     while True:
@@ -66,9 +68,9 @@ def test_groups_page_lists_every_group_once(client: Client, qname: str, r: redis
     assert (solo.inflight, solo.waiting_count, solo.ready) == (1, 0, False)
 
 
-def test_group_wait_page_and_counter(client: Client, qname: str) -> None:
+def test_group_wait_page_and_counter(client: Client, qname: str, monitor_of: Any) -> None:
     ids = [client.publish(qname, {"i": i}, gid="big", group_limit=1) for i in range(30)]
-    monitor = QueueMonitor(client)
+    monitor = monitor_of(client)
     page = monitor.group_wait_page(qname, "big", 5, 10)
     assert [j.job_id for j in page] == ids[5:15]
     assert all(j.gid == "big" and j.idx_score_ms > 0 for j in page)

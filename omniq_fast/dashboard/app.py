@@ -462,7 +462,7 @@ def create_app(
         dashboard.sampler.ensure_started()
         yield
         await dashboard.sampler.stop()
-        data.close()
+        await data.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.dashboard = dashboard

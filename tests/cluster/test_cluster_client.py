@@ -18,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from conftest import name_on
-from omniq_fast import Client, Consumer, InvalidArgument, JobCtx, QueueMonitor
+from omniq_fast import Client, Consumer, InvalidArgument, JobCtx
 from omniq_fast.cluster import SlotRoute
 
 POLL = {"poll_interval_s": 0.01, "promote_interval_s": 0.05, "reap_interval_s": 0.05}
@@ -202,10 +202,12 @@ def test_idle_consumer_is_woken_through_the_shard(
         assert got.wait(10), "the consumer was not woken"
 
 
-def test_monitor_reads_queues_on_every_master(client: Client, spread: list[str]) -> None:
+def test_monitor_reads_queues_on_every_master(
+    client: Client, spread: list[str], monitor_of: Any
+) -> None:
     for queue in spread:
         client.publish(queue, {"a": 1})
-    monitor = QueueMonitor(client)
+    monitor = monitor_of(client)
     assert set(spread) <= set(monitor.scan_queues())
     stats = monitor.stats_many(spread)
     assert [s.waiting for s in stats] == [1] * len(spread)

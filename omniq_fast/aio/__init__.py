@@ -1,0 +1,1 @@
+"""The asyncio side of omniq-fast: the same roles as the blocking API, as coroutines."""

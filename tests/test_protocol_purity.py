@@ -1,0 +1,71 @@
+"""``omniq_fast/_protocol/`` decides and never does I/O (DESIGN.md, rule 1): no module in it
+imports a socket, a thread, an event loop, a sleep, a clock or redis-py, nor a shell.
+
+Read from the source (AST), so an import inside a function or under ``TYPE_CHECKING``
+counts as well."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import omniq_fast._protocol
+
+PROTOCOL = Path(omniq_fast._protocol.__file__).parent
+FILES = sorted(PROTOCOL.rglob("*.py"))
+
+#: Top-level modules a pure module may not import at all.
+FORBIDDEN_MODULES = frozenset((
+    "socket", "ssl", "select", "selectors", "threading", "_thread", "multiprocessing",
+    "concurrent", "asyncio", "time", "redis", "hiredis", "valkey", "subprocess",
+))
+#: omniq-fast modules that do I/O (the shells and their helpers).
+SHELLS = frozenset((
+    "client", "consumer", "monitor", "transport", "cluster", "_base", "bulk", "aio",
+    "embedded", "embedded_cluster", "dashboard", "cli", "exporter", "heartbeats", "wake",
+    "workers", "multiqueue", "pipelines", "demo",
+))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute-ish module name) of every import in ``path``; a relative import is
+    named from the package root (``..client`` → ``omniq_fast.client``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = path.relative_to(PROTOCOL.parent.parent).with_suffix("").parts[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_the_protocol_package_has_modules() -> None:
+    assert PROTOCOL / "__init__.py" in FILES
+    assert PROTOCOL / "monitor.py" in FILES
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_io_imports(path: Path) -> None:
+    for line, module in _imports(path):
+        top = module.split(".")[0]
+        assert top not in FORBIDDEN_MODULES, f"{path.name}:{line} imports {module}"
+        parts = module.split(".")
+        if top == "omniq_fast" and len(parts) > 1:
+            assert parts[1] not in SHELLS, f"{path.name}:{line} imports the shell {module}"
+
+
+def test_the_scan_resolves_relative_imports() -> None:
+    # What makes the shell check able to fail: "from ..keys import" is seen as
+    # omniq_fast.keys, so "from ..client import" would be seen as omniq_fast.client.
+    names = [module for _, module in _imports(PROTOCOL / "monitor.py")]
+    assert "omniq_fast.keys" in names and "omniq_fast._protocol.monitor_models" in names
