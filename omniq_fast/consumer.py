@@ -477,7 +477,7 @@ class Consumer(StopOnSignals):
                     (b"EVALSHA", s.sha, b"1", self._anchor, now_ms, arg))))  # fmt: skip
                 plan.append(("reserve", now_ms))
         try:
-            replies = client._at(self._anchor).run_many(encoded)
+            replies = client._engine.run_many(self._anchor, encoded)
         except TRANSIENT_ERRORS as exc:
             # Acks in this round trip may or may not have landed. They are sent again with
             # the next round trip: an ack is gated by its lease token, so a second one is

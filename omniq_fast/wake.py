@@ -81,7 +81,7 @@ class WakeListener:
         while not self._closed.is_set():
             try:
                 if not self._known:
-                    self._router = self._consumer.client._mode()
+                    self._router = self._consumer.client._engine.mode()
                     self._sharded = self._router is not None and self._router.sharded_pubsub
                     self._known = True
                 if refresh and self._router is not None:

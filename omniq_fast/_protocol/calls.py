@@ -179,7 +179,7 @@ def publish(
         job_id = core.new_ulid()
     else:
         check_id("job_id", job_id)
-    the_id: str = job_id  # type: ignore[assignment]
+    the_id: str = job_id
     status = _status("ENQUEUE")
 
     def parse(reply: Any) -> str:
@@ -358,7 +358,7 @@ def retry_failed_batch(
     ids = _batch_ids(job_ids)
     if not ids:
         return None
-    argv = (now, len(ids), *ids)
+    argv: list[Arg] = [now, len(ids), *ids]
     return _script_call(core, "retry_failed_batch", anchor, argv, _parse_batch("RETRY_FAILED_BATCH"))
 
 
@@ -385,7 +385,7 @@ def remove_jobs_batch(
     if not ids:
         return None
     # No trailing now_ms, like the official SDK: the keyspace stays identical.
-    argv = (lane, len(ids), *ids)
+    argv: list[Arg] = [lane, len(ids), *ids]
     return _script_call(core, "remove_jobs_batch", anchor, argv, _parse_batch("REMOVE_JOBS_BATCH"))
 
 
