@@ -27,7 +27,7 @@ import redis.asyncio as aredis
 from ..errors import ProtocolError
 from ..transport import connect_error, lost
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "NotSent"]
 
 _READ_SIZE = 1 << 16
 
@@ -37,7 +37,7 @@ else:  # pragma: no cover - Python 3.10
     _timeout = None
 
 
-class _NotSent(Exception):
+class NotSent(Exception):
     """The connection failed before this request was written: nothing of it ran."""
 
 
@@ -149,7 +149,7 @@ class _Link:
                 request.future.set_exception(lost(request.what, exc))
         for request in self.unwritten:
             if not request.future.done():
-                request.future.set_exception(_NotSent())
+                request.future.set_exception(NotSent())
         self.pending.clear()
         self.unwritten, self.buffer = [], []
         self.owner._forget(self)
@@ -178,7 +178,7 @@ class Connection:
 
     def __init__(self, client: aredis.Redis, core: ModuleType) -> None:
         self.redis = client
-        self._pool = client.connection_pool
+        self._pool: Any = client.connection_pool  # redis-py's asyncio pool is untyped
         self._core = core
         self._link: Optional[_Link] = None
         self._taken: list[Any] = []  # pooled connections we hold (released on close)
@@ -191,13 +191,18 @@ class Connection:
         while True:
             link = self._link
             if link is None or link.dead:
-                link = await self._connect()
+                link = await self.link()
             try:
                 return await link.submit(data, count, what)
-            except _NotSent:
+            except NotSent:
                 continue  # nothing of it reached the server: a fresh connection takes it
 
-    async def _connect(self) -> _Link:
+    async def link(self) -> _Link:
+        """The open socket, connecting first when there is none (typed connect errors:
+        nothing was sent). Its ``submit`` queues a request without awaiting the reply."""
+        link = self._link
+        if link is not None and not link.dead:
+            return link
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

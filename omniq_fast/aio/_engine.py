@@ -12,6 +12,7 @@ cluster``, unless ``cluster=False``) and refused with :class:`ClusterNotSupporte
 
 from __future__ import annotations
 
+import asyncio
 from types import ModuleType
 from typing import Any, Optional, Sequence, TypeVar
 
@@ -19,6 +20,7 @@ import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from .. import _compat
+from .._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
 from .._protocol.calls import Call, Plan, text, wake_command
 from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError
 from ..options import check_number
@@ -26,13 +28,10 @@ from ..scripts import Script
 from ..transport import MAX_NOSCRIPT_RETRIES
 from ._connection import Connection
 
-__all__ = ["AsyncEngine", "ClusterNotSupported", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
+__all__ = ["AsyncEngine", "ClusterNotSupported"]
 
 T = TypeVar("T")
 
-# The same defaults as the blocking client's (omniq_fast/_base.py says why).
-CONNECT_TIMEOUT_S = 5.0
-SOCKET_TIMEOUT_S = 30.0
 
 _INFO_CLUSTER = b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n"
 
@@ -80,6 +79,7 @@ class AsyncEngine:
         self.owns_redis = redis is None
         self.core: ModuleType = core if core is not None else _compat
         self._checked = cluster is False  # whether the server is known not to be a cluster
+        self._checking: Optional[asyncio.Future[None]] = None
         if redis is None:
             if client_name is not None:
                 redis_options["client_name"] = client_name
@@ -117,6 +117,20 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ running calls
 
+    async def ready(self) -> None:
+        """Find out on first use whether the server is a cluster (refused, for now); the
+        tasks that start at once share one ``INFO cluster``."""
+        if self._checked:
+            return
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_mode())
+        checking = self._checking
+        try:
+            await asyncio.shield(checking)
+        finally:
+            if checking.done() and self._checking is checking:
+                self._checking = None  # a failed check is made again by the next call
+
     async def _check_mode(self) -> None:
         reply = (await self.connection.request(_INFO_CLUSTER, 1, "INFO cluster"))[0]
         if _cluster_enabled(reply):
@@ -130,7 +144,7 @@ class AsyncEngine:
     async def run(self, call: Call[T]) -> T:
         """Send ``call`` and read its result (an error reply raises, as the call says)."""
         if not self._checked:
-            await self._check_mode()
+            await self.ready()
         if call.script is None:
             reply = await self._read(call.data, f"read of {call.anchor}", call.resend_safe)
         elif call.wake is not None:
@@ -151,7 +165,7 @@ class AsyncEngine:
         order, error replies as :class:`ReplyError` values (``anchor``: routing, unused on
         a single server)."""
         if not self._checked:
-            await self._check_mode()
+            await self.ready()
         return await self._run_many(calls, extra)
 
     async def _read(self, data: bytes, what: str, resend_safe: bool) -> Any:
@@ -163,7 +177,8 @@ class AsyncEngine:
                 raise
             return (await self.connection.request(data, 1, what))[0]
 
-    def _load_command(self, s: Script) -> bytes:
+    def load_command(self, s: Script) -> bytes:
+        """``SCRIPT LOAD`` of ``s``, encoded (once per script)."""
         load = self._load.get(s.name)
         if load is None:
             load = self._load[s.name] = self.core.encode_command((b"SCRIPT", b"LOAD", s.source))
@@ -183,7 +198,7 @@ class AsyncEngine:
             if not missing:
                 break
             scripts = {calls[i][0].name: calls[i][0] for i in missing}
-            load = b"".join(self._load_command(s) for s in scripts.values())
+            load = b"".join(self.load_command(s) for s in scripts.values())
             again = await self.connection.request(
                 load + b"".join(calls[i][1] for i in missing), len(scripts) + len(missing), what
             )

@@ -20,14 +20,15 @@ from typing import (
 
 import redis.asyncio as aredis
 
-from .._base import now_ms
+from .._engine import now_ms
 from .._protocol import calls
+from .._protocol.streams import PublishRun
 from ..client import Client
 from ..keys import validate_queue_name
 from ..options import MAX_EPOCH_MS, check_int
 from ..types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
 from ._engine import AsyncEngine
-from ._publish import publish_many_queues
+from ._publish import publish_many
 
 if TYPE_CHECKING:
     from ..consumer import ConsumerStats, Handler, LineLogger
@@ -187,15 +188,13 @@ class AsyncClient:
         batch_size: int = 500,
         retry: int = 0,
     ) -> dict[str, list[str]]:
-        options = (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
-        self._now(now_ms_override)  # checks it
-
-        def clock() -> int:
-            return self._now(now_ms_override)
-
-        return await publish_many_queues(
-            self._engine, jobs_by_queue, options, batch_size, retry, clock
-        )
+        engine = self._engine
+        run = PublishRun(
+            self._core, jobs_by_queue,
+            (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit),
+            batch_size, retry, lambda: self._now(now_ms_override), engine.wake_command,
+        )  # fmt: skip
+        return await publish_many(engine, run)
 
     # ------------------------------------------------------------------ consuming
 
