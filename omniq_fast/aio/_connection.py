@@ -30,6 +30,9 @@ from ..transport import connect_error, lost
 __all__ = ["Connection", "NotSent"]
 
 _READ_SIZE = 1 << 16
+#: Buffered bytes that are written at once rather than at the end of the loop turn, so the
+#: server starts on the first calls while the tasks of a large burst are still encoding.
+_EARLY_FLUSH = 1 << 15
 
 if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
@@ -66,6 +69,7 @@ class _Link:
         self.parser = parser
         self.loop = asyncio.get_running_loop()
         self.buffer: list[bytes] = []
+        self.buffered = 0  # bytes in buffer
         self.unwritten: list[_Request] = []
         self.pending: deque[_Request] = deque()
         self.flush_scheduled = False
@@ -75,8 +79,11 @@ class _Link:
     def submit(self, data: bytes, count: int, what: str) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         self.buffer.append(data)
+        self.buffered += len(data)
         self.unwritten.append(_Request(future, count, what))
-        if not self.flush_scheduled:
+        if self.buffered >= _EARLY_FLUSH:
+            self.flush()
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
         return future
@@ -88,7 +95,7 @@ class _Link:
             return
         data = b"".join(self.buffer)
         requests = self.unwritten
-        self.buffer, self.unwritten = [], []
+        self.buffer, self.unwritten, self.buffered = [], [], 0
         # In the FIFO before writing: once write is called, part of it may be on the wire.
         self.pending.extend(requests)
         try:
