@@ -39,6 +39,11 @@ class BlockingAsync:
             return attr  # properties, static methods
         return lambda *args, **kwargs: self.call(attr, *args, **kwargs)
 
+    @property
+    def redis(self) -> Any:
+        """The AsyncClient's ``redis.asyncio.Redis``, its commands awaited on the loop."""
+        return _Blocking(self, self.aclient.redis)
+
     def close(self) -> None:
         try:
             self.call(self.aclient.close)
@@ -52,6 +57,29 @@ class BlockingAsync:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+
+
+class _Blocking:
+    """An object whose methods return awaitables, used through blocking calls."""
+
+    def __init__(self, shell: BlockingAsync, target: Any) -> None:
+        self._shell, self._target = shell, target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            async def run() -> Any:
+                result = attr(*args, **kwargs)
+                return await result if inspect.isawaitable(result) else result
+
+            return self._shell.call(run)
+
+        return blocking
 
 
 SHELLS: dict[str, Callable[..., Any]] = {"sync": Client, "async": BlockingAsync}
