@@ -33,6 +33,7 @@ __all__ = ["AsyncEngine", "ClusterNotSupported"]
 T = TypeVar("T")
 
 
+_WAKE_CACHE = 4096
 _INFO_CLUSTER = b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n"
 
 
@@ -92,6 +93,7 @@ class AsyncEngine:
         self._redis: aredis.Redis = redis
         self.connection = Connection(redis, self.core)
         self._load: dict[str, bytes] = {}
+        self._wakes: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -112,8 +114,14 @@ class AsyncEngine:
             await self._redis.aclose()
 
     def wake_command(self, queue: str) -> bytes:
-        """The wake message for ``queue`` (plain PUBLISH: standalone server)."""
-        return wake_command(self.core, queue, False)
+        """The wake message for ``queue`` (plain PUBLISH: standalone server), encoded once
+        per queue (a bounded cache: it is on every publish's path)."""
+        wake = self._wakes.get(queue)
+        if wake is None:
+            if len(self._wakes) >= _WAKE_CACHE:
+                self._wakes.clear()
+            wake = self._wakes[queue] = wake_command(self.core, queue, False)
+        return wake
 
     # ------------------------------------------------------------------ running calls
 
@@ -145,13 +153,25 @@ class AsyncEngine:
         """Send ``call`` and read its result (an error reply raises, as the call says)."""
         if not self._checked:
             await self.ready()
-        if call.script is None:
+        s = call.script
+        if s is None:
             reply = await self._read(call.data, f"read of {call.anchor}", call.resend_safe)
-        elif call.wake is not None:
-            wake = self.wake_command(call.wake)
-            reply = (await self._run_many([(call.script, call.data)], (wake,)))[0]
+            return call.result(reply)
+        # The hot path: one request, the wake message right after the call.
+        if call.wake is None:
+            data, count = call.data, 1
         else:
-            reply = (await self._run_many([(call.script, call.data)], ()))[0]
+            data, count = call.data + self.wake_command(call.wake), 2
+        reply = (await self.connection.request(data, count, s.name))[0]
+        tries = 0
+        while _is_noscript(reply) and tries < MAX_NOSCRIPT_RETRIES:
+            # Nothing ran: load the script and send the call again (its wake went already).
+            tries += 1
+            loaded, reply = await self.connection.request(
+                self.load_command(s) + call.data, 2, s.name
+            )
+            if isinstance(loaded, ReplyError):
+                raise loaded
         return call.result(reply)
 
     async def run_plan(self, plan: Plan[T]) -> T:
