@@ -21,7 +21,6 @@ import sys
 import textwrap
 import time
 import uuid
-from dataclasses import replace
 
 import redis
 
@@ -85,7 +84,7 @@ def measure(url: str, which: str, jobs: int) -> dict[str, float]:
                     # An official producer: no wake-up notification, as other SDKs send.
                     call = calls.publish(producer._core, queue, {}, f"j{i}", 3, 30000, 5000,
                                          0, None, 0, sent // 1_000_000)  # fmt: skip
-                    producer._engine.run(replace(call, wake=None))
+                    producer._engine.run(call.without_wake())
                 else:
                     producer.publish(queue, {"i": i})
                 while r.llen(mark) < i + 2:
