@@ -93,6 +93,11 @@ class _Link:
         self.flush_scheduled = False
         if self.dead or not self.buffer:
             return
+        if self.writer.transport.is_closing() or self.reader.at_eof():
+            # The server closed the socket while it sat idle (a timeout, CLIENT KILL): none
+            # of these bytes can reach it, so they go on a fresh connection instead.
+            self.fail(ConnectionError("the server closed the idle connection"))
+            return
         data = b"".join(self.buffer)
         requests = self.unwritten
         self.buffer, self.unwritten, self.buffered = [], [], 0

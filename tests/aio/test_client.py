@@ -310,3 +310,28 @@ def test_one_client_per_loop_reconnects_after_close(redis_url: str, qname: str) 
             return [first, await again.publish(qname, {"a": 2})]
 
     assert len(set(run(main()))) == 2
+
+
+def test_an_idle_connection_the_server_closed_is_replaced(
+    redis_url: str, qname: str, r: redis.Redis
+) -> None:
+    name = "aio-" + qname
+
+    async def main() -> str:
+        async with AsyncClient(redis_url, client_name=name) as c:
+            await c.publish(qname, {"a": 1}, job_id="before")
+            (ours,) = [x for x in r.client_list() if x["name"] == name]
+            r.client_kill_filter(_id=ours["id"])
+            link = c._engine.connection._link
+            assert link is not None
+            await asyncio.wait_for(_eof(link.reader), 5)
+            # Not sent on the dead socket (it would be reported lost): on a fresh one.
+            return await c.publish(qname, {"a": 2}, job_id="after")
+
+    assert run(main()) == "after"
+    assert r.llen("{" + qname + "}:wait") == 2
+
+
+async def _eof(reader: asyncio.StreamReader) -> None:
+    while not reader.at_eof():
+        await asyncio.sleep(0.01)
