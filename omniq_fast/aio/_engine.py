@@ -22,10 +22,11 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from .. import _compat
 from .._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
 from .._protocol.calls import Call, Plan, text, wake_command
-from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError
+from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError, ServerUnreachable
 from ..options import check_number
 from ..scripts import Script
 from ..transport import MAX_NOSCRIPT_RETRIES
+from ..transport import _is_noscript  # the one test of a NOSCRIPT reply
 from ._connection import Connection
 
 __all__ = ["AsyncEngine", "ClusterNotSupported"]
@@ -40,10 +41,6 @@ _INFO_CLUSTER = b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n"
 class ClusterNotSupported(OmniqError, NotImplementedError):
     """The asyncio client does not run on a Redis Cluster yet: use the blocking
     :class:`~omniq_fast.Client` there."""
-
-
-def _is_noscript(reply: object) -> bool:
-    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def _cluster_enabled(reply: object) -> bool:
@@ -140,7 +137,11 @@ class AsyncEngine:
                 self._checking = None  # a failed check is made again by the next call
 
     async def _check_mode(self) -> None:
-        reply = (await self.connection.request(_INFO_CLUSTER, 1, "INFO cluster"))[0]
+        try:
+            reply = (await self.connection.request(_INFO_CLUSTER, 1, "INFO cluster"))[0]
+        except ConnectionLost as exc:
+            # Only the probe was on the wire: the caller's own call was never sent.
+            raise ServerUnreachable(f"lost the connection asking INFO cluster: {exc}") from exc
         if _cluster_enabled(reply):
             raise ClusterNotSupported(
                 "the server is a Redis Cluster node; AsyncClient does not support Redis "

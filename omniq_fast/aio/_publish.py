@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 from .._protocol.streams import PublishRun, Sent, retry_delay
 from ..errors import ConnectionLost, ReplyError
 from ..transport import MAX_NOSCRIPT_RETRIES
+from ..transport import _is_noscript  # the one test of a NOSCRIPT reply
 from ._connection import NotSent
 from ._engine import AsyncEngine
 
@@ -24,10 +25,6 @@ __all__ = ["publish_many"]
 #: Batches in flight at once (as the blocking stream): the next one is on the wire while
 #: the server runs the current one.
 WINDOW = 2
-
-
-def _is_noscript(reply: object) -> bool:
-    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 class _Feed:

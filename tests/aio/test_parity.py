@@ -8,7 +8,8 @@ from omniq_fast import AsyncClient, Client
 
 
 def _public(cls: type) -> dict[str, object]:
-    return {name: inspect.getattr_static(cls, name) for name in dir(cls) if not name.startswith("_")}
+    names = [name for name in dir(cls) if not name.startswith("_")]
+    return {name: inspect.getattr_static(cls, name) for name in names}
 
 
 def test_same_public_names() -> None:

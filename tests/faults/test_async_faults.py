@@ -35,9 +35,13 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
 def test_reset_fails_exactly_the_calls_in_flight(server: ServerProcess, proxy: FaultProxy) -> None:
     async def main() -> tuple[list[Any], list[Any], str]:
         async with AsyncClient(proxy.url) as c:
-            before = await asyncio.gather(*(c.publish(Q, {"i": i}, job_id=f"b{i}") for i in range(20)))
+            before = await asyncio.gather(
+                *(c.publish(Q, {"i": i}, job_id=f"b{i}") for i in range(20))
+            )
             proxy.stall()
-            stuck = [asyncio.ensure_future(c.publish(Q, {"i": i}, job_id=f"s{i}")) for i in range(20)]
+            stuck = [
+                asyncio.ensure_future(c.publish(Q, {"i": i}, job_id=f"s{i}")) for i in range(20)
+            ]
             await _until(lambda: _in_flight(c) == 20)  # all written, none answered
             proxy.reset()
             proxy.heal()
