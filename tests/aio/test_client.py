@@ -125,12 +125,13 @@ def _same_second(snap: dict[bytes, Any]) -> dict[bytes, Any]:
 
 
 def test_every_method_leaves_the_keyspace_the_blocking_client_leaves(
-    redis_url: str, oracle_url: str, qname: str, r: redis.Redis, r2: redis.Redis
+    redis_url: str, oracle_url: str, qname: str, r: redis.Redis, r2: redis.Redis, core: Any
 ) -> None:
-    # Same queue names on two databases: the blocking client on one, ours on the other.
+    # Same queue names on two databases: the blocking client on one, ours on the other
+    # (each core twin in turn under the asyncio shell).
     with Client(redis_url) as sync:
         theirs = every_method(sync, qname)
-    with BlockingAsync(oracle_url) as ours:
+    with BlockingAsync(oracle_url, _core=core) as ours:
         mine = every_method(ours, qname)
     assert mine == theirs
     assert any(isinstance(v, tuple) and v[1] == "DuplicateJob" for v in mine)
