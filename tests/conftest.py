@@ -186,3 +186,12 @@ def monitor_of(request: pytest.FixtureRequest, redis_url: str, aio_loop: Any) ->
     yield make
     for twin in opened:
         asyncio.run_coroutine_threadsafe(twin.aclose(), aio_loop).result(10)
+
+
+@pytest.fixture(params=["sync", "async"])
+def shell(request: pytest.FixtureRequest) -> Any:
+    """Which client shell a test drives: ``Client``, or ``AsyncClient`` behind blocking
+    calls (tests/shells.py). Call it like ``Client(url, **options)``."""
+    from shells import SHELLS
+
+    return SHELLS[request.param]

@@ -21,7 +21,7 @@ import sys
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from redis.cluster import RedisCluster
@@ -119,3 +119,12 @@ def qname(cluster: object, r: RedisCluster, r2: RedisCluster) -> Iterator[str]:
     yield name
     for conn in (r, r2):
         delete_prefixed(conn, "{" + name, "{cc:" + name)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sync"])
+def shell(request: pytest.FixtureRequest) -> Any:
+    """The conformance modules re-run here drive the blocking shell only: AsyncClient does
+    not run on a cluster yet (it refuses one: tests/cluster/test_async_on_cluster.py)."""
+    from omniq_fast import Client
+
+    return Client
