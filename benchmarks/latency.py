@@ -25,6 +25,7 @@ import uuid
 import redis
 
 from omniq_fast import Client
+from omniq_fast._protocol import calls
 from omniq_fast.embedded import EmbeddedServer
 
 _CONSUMER = textwrap.dedent(
@@ -81,8 +82,9 @@ def measure(url: str, which: str, jobs: int) -> dict[str, float]:
                 sent = time.time_ns()
                 if which == "official":
                     # An official producer: no wake-up notification, as other SDKs send.
-                    producer._run("enqueue", "{" + queue + "}:meta", f"j{i}", b"{}", 3,
-                                  30000, 5000, sent // 1_000_000, 0, "", 0)  # fmt: skip
+                    call = calls.publish(producer._core, queue, {}, f"j{i}", 3, 30000, 5000,
+                                         0, None, 0, sent // 1_000_000)  # fmt: skip
+                    producer._engine.run(call.without_wake())
                 else:
                     producer.publish(queue, {"i": i})
                 while r.llen(mark) < i + 2:

@@ -7,12 +7,13 @@
 
 from ._compat import IMPLEMENTATION
 from ._version import __version__
-from .bulk import DuplicateJobs, PublishManyError
 from .client import Client, OmniqClient, now_ms
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
 from .multiqueue import MultiConsumer
 from .errors import (
+    DuplicateJobs,
+    PublishManyError,
     AdminError,
     ClusterUnavailable,
     ConnectionLost,

@@ -3,65 +3,114 @@
 One implementation serves both. ``Client`` takes the queue (and payload) positionally;
 ``OmniqClient`` only changes the constructor to the official SDK's keywords, so every call
 written against ``omniq.client.OmniqClient`` (all keyword arguments) works unchanged.
+
+Each method builds its call with :mod:`omniq_fast._protocol.calls` (arguments checked, the
+command encoded, the reply's meaning decided there) and runs it on the client's
+:class:`~omniq_fast._engine.Engine`; :class:`~omniq_fast.AsyncClient` builds the same calls.
 """
 
 from __future__ import annotations
 
 import warnings
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 import redis as redis_py
+from redis.cluster import RedisCluster
 
-from ._base import now_ms, text
-from .bulk import BulkOps
-from .errors import AdminError, DuplicateJob, InvalidArgument, ProtocolError, ScriptError
-from .keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor
-from .options import check_id, check_int, enqueue_options
-from .types import AckFailResult, BatchResultItem, ReserveResult
+from ._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, Engine, now_ms
+from ._protocol import calls
+from ._protocol.calls import MAX_BATCH, MAX_SCRIPT_BATCH, Lease
+from ._protocol.streams import PublishRun
+from .keys import validate_queue_name
+from .options import MAX_EPOCH_MS, check_int
+from .pipelines import publish_many
+from .types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
 
 if TYPE_CHECKING:
     from .consumer import ConsumerStats, Handler, LineLogger
     from .observe import ConsumerObserver
 
-__all__ = ["Client", "OmniqClient", "now_ms", "MAX_BATCH"]
+__all__ = [
+    "Client", "OmniqClient", "now_ms", "MAX_BATCH", "MAX_SCRIPT_BATCH", "CONNECT_TIMEOUT_S",
+    "SOCKET_TIMEOUT_S",
+]  # fmt: skip
 
-#: Most ids ``retry_failed_batch`` / ``remove_jobs_batch`` take in one call (script limit).
-MAX_BATCH = 100
-
-
-def _parse_batch(op: str, reply: object) -> list[BatchResultItem]:
-    """Flat ``id, "OK"`` / ``id, "ERR", reason`` triples into result items."""
-    if not isinstance(reply, list):
-        raise ProtocolError(f"unexpected {op} reply: {reply!r}")
-    if len(reply) >= 2 and text(reply[0]) == "ERR":
-        raise AdminError(op, text(reply[1]))
-    items: list[BatchResultItem] = []
-    i = 0
-    while i + 1 < len(reply):
-        job_id, status = text(reply[i]), text(reply[i + 1])
-        if status == "OK":
-            items.append(BatchResultItem(job_id, "OK"))
-            i += 2
-        elif status == "ERR" and i + 2 < len(reply):
-            items.append(BatchResultItem(job_id, "ERR", text(reply[i + 2])))
-            i += 3
-        else:
-            raise ProtocolError(f"unexpected {op} reply: {reply!r}")
-    if i != len(reply):
-        raise ProtocolError(f"unexpected {op} reply: {reply!r}")
-    return items
+_Self = TypeVar("_Self", bound="Client")
 
 
-class Client(BulkOps):
-    """A connection to one OmniQ server (Redis or Valkey) and every queue operation.
+class Client:
+    """A connection to one OmniQ server (Redis or Valkey).
 
     ``url`` is a redis-py URL (``redis://``, ``rediss://`` for TLS, ``unix://``), with ACL
     user and password in it if needed; or pass a ready ``redis.Redis`` as ``redis=``
     (its ``decode_responses`` setting does not matter). Extra keyword arguments go to
     ``redis.Redis.from_url`` (``socket_timeout=...``). Use as a context manager or call
     :meth:`close`.
+
+    Timeouts: connections this client opens default to ``socket_connect_timeout=5`` and
+    ``socket_timeout=30`` seconds (:data:`CONNECT_TIMEOUT_S`, :data:`SOCKET_TIMEOUT_S`);
+    pass either keyword, or put it in the URL (``?socket_timeout=5``), to change it. A
+    ``redis=`` client keeps its own settings.
+
+    Redis Cluster is found on first use (``INFO cluster``), or forced with ``cluster=True``
+    (``False`` skips the check); a ``redis.cluster.RedisCluster`` may be passed as
+    ``redis=``. Each queue's commands then go to the master owning its slot, and
+    ``cluster_retry_s`` bounds how long an operation waits while its slot is migrated or
+    failed over (see :mod:`omniq_fast.cluster`).
     """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        redis: Optional[Union[redis_py.Redis, RedisCluster]] = None,
+        client_name: Optional[str] = None,
+        cluster: Optional[bool] = None,
+        cluster_retry_s: float = 10.0,
+        _core: Optional[ModuleType] = None,
+        **redis_options: Any,
+    ) -> None:
+        self._engine = Engine(url, redis, client_name, cluster, cluster_retry_s, _core, redis_options)
+        self._core: ModuleType = self._engine.core
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def redis(self) -> Any:
+        """The underlying redis-py client (for plain reads and monitoring): a
+        ``redis.Redis``, or in cluster mode a ``redis.cluster.RedisCluster``."""
+        return self._engine.redis
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether this client talks to a Redis Cluster (asks the server on first use)."""
+        return self._engine.is_cluster
+
+    def close(self) -> None:
+        """Close the connections this client opened (not a ``redis=`` it was given)."""
+        self._engine.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    @staticmethod
+    def queue_base(queue_name: str) -> str:
+        """``{queue}``, the prefix of every key of the queue."""
+        return "{" + validate_queue_name(queue_name) + "}"
+
+    @staticmethod
+    def _now(now_ms_override: int) -> int:
+        check_int("now_ms_override", now_ms_override, 0, MAX_EPOCH_MS)
+        return now_ms_override or now_ms()
 
     # ------------------------------------------------------------------ producing
 
@@ -93,34 +142,96 @@ class Client(BulkOps):
         overwrites the job and queues it again). So a publish whose reply was lost
         (:class:`~omniq_fast.errors.ConnectionLost`) can be sent again with the same id.
         """
-        queue_anchor(queue)  # the name is checked first, like every other argument
-        body = self._core.dumps_payload(payload)
-        opts = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
-        if job_id is None or job_id == "":
-            job_id = self._core.new_ulid()
-        else:
-            check_id("job_id", job_id)
-        attempts, timeout, backoff, due, group, limit = opts
-        reply = self._run_and_wake(
-            "enqueue", queue, job_id, body, attempts, timeout, backoff,
-            self._now(now_ms_override), due, group, limit,
-        )  # fmt: skip
-        if isinstance(reply, list) and reply and text(reply[0]) == "DUPLICATE":
-            raise DuplicateJob(queue, job_id)
-        self._status("ENQUEUE", reply)
-        return job_id
+        return self._engine.run(calls.publish(
+            self._core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms,
+            gid, group_limit, self._now(now_ms_override),
+        ))  # fmt: skip
 
     #: The official SDK's second name for :meth:`publish` (same checks, same encoding).
     publish_json = publish
+
+    def publish_many(
+        self,
+        queue: str,
+        jobs: Iterable[Any],
+        *,
+        max_attempts: int = 3,
+        timeout_ms: int = 30000,
+        backoff_ms: int = 5000,
+        due_ms: int = 0,
+        gid: Optional[str] = None,
+        group_limit: int = 0,
+        now_ms_override: int = 0,
+        batch_size: int = 500,
+        retry: int = 0,
+    ) -> list[str]:
+        """Queue every job of ``jobs`` and return their ids, in order.
+
+        Items are payloads (dict/list) sharing the keyword options, or
+        :class:`~omniq_fast.Job` objects with options of their own. ``jobs`` may be any
+        iterable, a generator of millions included: it is encoded ``batch_size`` jobs per
+        script call while the previous call runs on the server, so memory stays flat.
+
+        Bad input: when ``jobs`` is a list or tuple, the options and ids of every item are
+        checked before anything is written (payloads are encoded batch by batch, to keep
+        one pass over them). For other iterables each batch is checked whole before it is
+        sent. An invalid item raises its typed error when nothing was written yet;
+        later, a :class:`PublishManyError` says which ids were written.
+
+        Publish is idempotent by job id: an item whose ``job_id`` exists already is not
+        written; once every other item is, :class:`DuplicateJobs` lists them.
+
+        ``retry=N`` sends batches whose outcome is unknown (a lost connection, a timeout)
+        or that the server refused before running them (``LOADING``, ``BUSY``, ``OOM``...)
+        again, up to N times with a growing pause (0.05 s doubling, at most 2 s), and then
+        goes on with the rest. A re-sent job that landed the first time is skipped by the
+        server: it is reported written. (Only a job that was completed, trimmed from the
+        100 kept completed jobs, or removed, between the lost reply and the re-send would
+        be queued a second time.)
+        """
+        return self.publish_many_queues(
+            {queue: jobs}, max_attempts=max_attempts, timeout_ms=timeout_ms,
+            backoff_ms=backoff_ms, due_ms=due_ms, gid=gid, group_limit=group_limit,
+            now_ms_override=now_ms_override, batch_size=batch_size, retry=retry,
+        )[queue]  # fmt: skip
+
+    def publish_many_queues(
+        self,
+        jobs_by_queue: Mapping[str, Iterable[Any]],
+        *,
+        max_attempts: int = 3,
+        timeout_ms: int = 30000,
+        backoff_ms: int = 5000,
+        due_ms: int = 0,
+        gid: Optional[str] = None,
+        group_limit: int = 0,
+        now_ms_override: int = 0,
+        batch_size: int = 500,
+        retry: int = 0,
+    ) -> dict[str, list[str]]:
+        """:meth:`publish_many` for several queues at once: ``{queue: jobs}`` in, ``{queue:
+        ids}`` out.
+
+        On a Redis Cluster each queue's batches go to the master owning it, one pipeline
+        per master, the masters in parallel; queues on one node share its connection.
+        If the cluster moves a queue meanwhile, its batches follow it (a redirected batch
+        did not run, and is sent again to the new owner). A :class:`PublishManyError`
+        lists the written, unknown, duplicate and refused ids of every queue.
+        """
+        engine = self._engine
+        run = PublishRun(
+            self._core, jobs_by_queue,
+            (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit),
+            batch_size, retry, lambda: self._now(now_ms_override), engine.wake_command,
+        )  # fmt: skip
+        return publish_many(engine, run)
 
     # ------------------------------------------------------------------ consuming
 
     def reserve(self, queue: str, *, now_ms_override: int = 0) -> ReserveResult:
         """Lease the next job: ``ReservedJob``, ``Paused`` if the queue is paused, or
         ``None`` when nothing is ready."""
-        anchor = queue_anchor(queue)
-        reply = self._run("reserve", anchor, self._now(now_ms_override))
-        return self._core.parse_reserve_reply(reply)  # type: ignore[no-any-return]
+        return self._engine.run(calls.reserve(self._core, queue, self._now(now_ms_override)))
 
     def heartbeat(
         self, queue: str, job_id: str, lease_token: str, *, now_ms_override: int = 0
@@ -130,24 +241,15 @@ class Client(BulkOps):
         Raises :class:`~omniq_fast.errors.TokenRequired`, ``TokenMismatch`` or ``NotActive``
         when the lease is not this caller's any more.
         """
-        anchor = queue_anchor(queue)
-        reply = self._run(
-            "heartbeat", anchor, check_id("job_id", job_id), self._now(now_ms_override),
-            lease_token,
-        )  # fmt: skip
-        ok = self._status("HEARTBEAT", reply)
-        return int(ok[1])
+        now = self._now(now_ms_override)
+        return self._engine.run(calls.heartbeat(self._core, queue, job_id, lease_token, now))
 
     def ack_success(
         self, queue: str, job_id: str, lease_token: str, *, now_ms_override: int = 0
     ) -> None:
         """Mark a leased job completed (lease errors as for :meth:`heartbeat`)."""
-        anchor = queue_anchor(queue)
-        reply = self._run(
-            "ack_success", anchor, check_id("job_id", job_id), self._now(now_ms_override),
-            lease_token,
-        )  # fmt: skip
-        self._status("ACK_SUCCESS", reply)
+        now = self._now(now_ms_override)
+        self._engine.run(calls.ack_success(self._core, queue, job_id, lease_token, now))
 
     def ack_fail(
         self,
@@ -160,61 +262,104 @@ class Client(BulkOps):
     ) -> AckFailResult:
         """Report a failed attempt: ``("RETRY", due_ms)`` or ``("FAILED", None)`` once
         ``max_attempts`` is used up. ``error`` (first 4096 bytes) is kept on the job."""
-        anchor = queue_anchor(queue)
-        argv: list[bytes | str | int] = [
-            check_id("job_id", job_id), self._now(now_ms_override), lease_token,
-        ]  # fmt: skip
-        if error:
-            argv.append(str(error))
-        reply = self._run("ack_fail", anchor, *argv)
-        if isinstance(reply, list) and reply:
-            head = text(reply[0])
-            if head == "RETRY" and len(reply) >= 2:
-                return ("RETRY", int(reply[1]))
-            if head == "FAILED":
-                return ("FAILED", None)
-        self._status("ACK_FAIL", reply)
-        raise ProtocolError(f"unexpected ACK_FAIL reply: {reply!r}")
+        now = self._now(now_ms_override)
+        return self._engine.run(calls.ack_fail(self._core, queue, job_id, lease_token, error, now))
 
     def promote_delayed(
         self, queue: str, *, max_promote: int = 1000, now_ms_override: int = 0
     ) -> int:
         """Move up to ``max_promote`` due delayed jobs to their lane; returns how many."""
-        anchor = queue_anchor(queue)
-        check_int("max_promote", max_promote, 1)
-        reply = self._run("promote_delayed", anchor, self._now(now_ms_override), max_promote)
-        return int(self._status("PROMOTE_DELAYED", reply)[1])
+        now = self._now(now_ms_override)
+        return self._engine.run(calls.promote_delayed(self._core, queue, max_promote, now))
 
     def reap_expired(self, queue: str, *, max_reap: int = 1000, now_ms_override: int = 0) -> int:
         """Retry (or fail) up to ``max_reap`` jobs whose lease expired; returns how many."""
-        anchor = queue_anchor(queue)
-        check_int("max_reap", max_reap, 1)
-        reply = self._run("reap_expired", anchor, self._now(now_ms_override), max_reap)
-        return int(self._status("REAP_EXPIRED", reply)[1])
+        now = self._now(now_ms_override)
+        return self._engine.run(calls.reap_expired(self._core, queue, max_reap, now))
 
     def job_timeout_ms(self, queue: str, job_id: str) -> int:
         """The job's ``timeout_ms`` (0 if the job or field is missing)."""
-        key = job_key(queue, job_id)
-        raw = self._at(key).command(b"HGET", key, b"timeout_ms")
-        try:
-            return int(raw) if raw else 0
-        except ValueError:
-            return 0
+        return self._engine.run(calls.job_timeout_ms(self._core, queue, job_id))
+
+    def reserve_many(
+        self, queue: str, n: int, *, now_ms_override: int = 0
+    ) -> Union[list[ReservedJob], Paused]:
+        """Lease up to ``n`` jobs in one call, as ``n`` single reserves would (lane
+        alternation, group limits); ``[]`` when nothing is ready, ``Paused`` if paused."""
+        now = self._now(now_ms_override)
+        return self._engine.run(calls.reserve_many(self._core, queue, n, now))
+
+    def ack_success_many(
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
+    ) -> list[JobResult]:
+        """Ack many leased jobs as completed; one :class:`JobResult` per lease, in order
+        (``"OK"``, or ``"ERR"`` with the lease error's reason). A lease is a
+        ``ReservedJob`` or a ``(job_id, lease_token)`` pair."""
+        now = self._now(now_ms_override)
+        return self._engine.run_plan(
+            calls.per_lease(self._core, "ack_success_batch", queue, leases, None, now, 1)
+        )
+
+    def ack_fail_many(
+        self,
+        queue: str,
+        leases: Sequence[Lease],
+        errors: Optional[Sequence[Optional[str]]] = None,
+        *,
+        now_ms_override: int = 0,
+    ) -> list[JobResult]:
+        """Report many failed attempts, ``errors[i]`` being lease ``i``'s error text (or
+        ``None``). Results are ``"RETRY"`` (``ms`` = due time), ``"FAILED"`` or ``"ERR"``."""
+        now = self._now(now_ms_override)
+        if errors is None:
+            errors = [None] * len(leases)
+        return self._engine.run_plan(
+            calls.per_lease(self._core, "ack_fail_batch", queue, leases, errors, now, 2)
+        )
+
+    def heartbeat_many(
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
+    ) -> list[JobResult]:
+        """Extend many leases; ``"OK"`` results carry the new ``lock_until_ms`` in ``ms``."""
+        now = self._now(now_ms_override)
+        return self._engine.run_plan(
+            calls.per_lease(self._core, "heartbeat_batch", queue, leases, None, now, 2)
+        )
+
+    def release_many(
+        self, queue: str, leases: Sequence[Lease], *, now_ms_override: int = 0
+    ) -> list[JobResult]:
+        """Give back leased jobs that were never started, as if they had not been reserved.
+
+        For the graceful shutdown of a consumer that prefetches (``reserve_many``): the jobs
+        it holds but has not begun go back to the head of their lanes, in their order, for
+        any consumer to take at once, instead of sitting in ``active`` until their leases
+        expire and ``reap_expired`` counts them as failed attempts (with their backoff).
+        Pass the leases in the order they were reserved. Do not release a job whose handler
+        ran: its effects would happen again.
+
+        One :class:`JobResult` per lease, in order: ``"OK"``, or ``"ERR"`` with the lease
+        error's reason (``TOKEN_REQUIRED``, ``TOKEN_MISMATCH``, ``NOT_ACTIVE``), checked as
+        ``ack_success`` checks it. The attempt count goes back down; what cannot be restored
+        (which lane ``reserve`` tries first, the lease counter, ``groups:ready`` scores) is
+        listed in ``omniq_fast/lua/release_batch.lua``.
+        """
+        now = self._now(now_ms_override)
+        return self._engine.run_plan(calls.release_many(self._core, queue, leases, now))
 
     # ------------------------------------------------------------------ pause
 
     def pause(self, queue: str) -> str:
         """Stop handing out jobs (running jobs go on); returns ``"OK"``."""
-        return text(self._run("pause", queue_anchor(queue)))
+        return self._engine.run(calls.pause(self._core, queue))
 
     def resume(self, queue: str) -> int:
         """Hand out jobs again; returns 1 if the queue was paused, else 0."""
-        return int(self._run("resume", queue_anchor(queue)))
+        return self._engine.run(calls.resume(self._core, queue))
 
     def is_paused(self, queue: str) -> bool:
         """Whether the queue is paused (a plain EXISTS, no script)."""
-        key = paused_key(queue)
-        return bool(self._at(key).command(b"EXISTS", key))
+        return self._engine.run(calls.is_paused(self._core, queue))
 
     # ------------------------------------------------------------------ admin
 
@@ -224,23 +369,16 @@ class Client(BulkOps):
         Raises :class:`~omniq_fast.errors.AdminError` with reason ``NO_JOB`` or
         ``NOT_FAILED``.
         """
-        anchor = queue_anchor(queue)
-        reply = self._run(
-            "retry_failed", anchor, check_id("job_id", job_id), self._now(now_ms_override)
-        )
-        self._admin_status("RETRY_FAILED", reply)
+        now = self._now(now_ms_override)
+        self._engine.run(calls.retry_failed(self._core, queue, job_id, now))
 
     def retry_failed_batch(
         self, queue: str, job_ids: Sequence[str], *, now_ms_override: int = 0
     ) -> list[BatchResultItem]:
         """:meth:`retry_failed` for up to 100 ids in one call; one result per id."""
-        anchor = queue_anchor(queue)
-        ids = self._batch_ids(job_ids)
         now = self._now(now_ms_override)
-        if not ids:
-            return []
-        reply = self._run("retry_failed_batch", anchor, now, len(ids), *ids)
-        return _parse_batch("RETRY_FAILED_BATCH", reply)
+        call = calls.retry_failed_batch(self._core, queue, job_ids, now)
+        return [] if call is None else self._engine.run(call)
 
     def remove_job(self, queue: str, job_id: str, lane: str) -> str:
         """Delete a job that is not running from ``lane`` (``wait``, ``delayed``,
@@ -250,51 +388,14 @@ class Client(BulkOps):
         Raises :class:`~omniq_fast.errors.AdminError` with reason ``NO_JOB``, ``ACTIVE``,
         ``LANE_MISMATCH`` or ``NOT_IN_LANE``.
         """
-        anchor = queue_anchor(queue)
-        self._check_lane(lane)
-        reply = self._run("remove_job", anchor, check_id("job_id", job_id), lane)
-        self._admin_status("REMOVE_JOB", reply)
-        return "OK"
+        return self._engine.run(calls.remove_job(self._core, queue, job_id, lane))
 
     def remove_jobs_batch(
         self, queue: str, lane: str, job_ids: Sequence[str]
     ) -> list[BatchResultItem]:
         """:meth:`remove_job` for up to 100 ids in one call; one result per id."""
-        anchor = queue_anchor(queue)
-        self._check_lane(lane)
-        ids = self._batch_ids(job_ids)
-        if not ids:
-            return []
-        # No trailing now_ms, like the official SDK: the keyspace stays identical.
-        reply = self._run("remove_jobs_batch", anchor, lane, len(ids), *ids)
-        return _parse_batch("REMOVE_JOBS_BATCH", reply)
-
-    @staticmethod
-    def _check_lane(lane: object) -> None:
-        if lane not in REMOVE_LANES:
-            raise InvalidArgument(f"lane must be one of {sorted(REMOVE_LANES)}, got {lane!r}")
-
-    @staticmethod
-    def _batch_ids(job_ids: Iterable[str]) -> list[str]:
-        if isinstance(job_ids, (str, bytes)):
-            raise InvalidArgument("job_ids must be a list of ids, not a single string")
-        ids = list(job_ids)
-        if len(ids) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} job_ids per call, got {len(ids)}")
-        for job_id in ids:
-            if not isinstance(job_id, str):
-                raise InvalidArgument(f"job ids must be str, not {type(job_id).__name__}")
-        return ids
-
-    @staticmethod
-    def _admin_status(op: str, reply: object) -> None:
-        if isinstance(reply, list) and reply:
-            head = text(reply[0])
-            if head == "OK":
-                return
-            if head == "ERR" and len(reply) >= 2:
-                raise AdminError(op, text(reply[1]))
-        raise ProtocolError(f"unexpected {op} reply: {reply!r}")
+        call = calls.remove_jobs_batch(self._core, queue, lane, job_ids)
+        return [] if call is None else self._engine.run(call)
 
     # ------------------------------------------------------------------ fan-out counters
 
@@ -303,9 +404,7 @@ class Client(BulkOps):
 
         Raises :class:`~omniq_fast.errors.AdminError` (``ALREADY_INIT``) if it exists.
         """
-        anchor = counter_anchor(key)
-        check_int("expected", expected, 1)
-        self._admin_status("CHILDS_INIT", self._run("childs_init", anchor, expected))
+        self._engine.run(calls.childs_init(self._core, key, expected))
 
     def child_ack(self, key: str, child_id: str) -> int:
         """Count child ``child_id`` as done; returns how many remain.
@@ -314,17 +413,7 @@ class Client(BulkOps):
         count twice. Any server-side error (no counter, already finished) returns -1 and
         never raises, so a retried child cannot trigger the completion twice.
         """
-        anchor = counter_anchor(key)
-        check_id("child_id", child_id)
-        try:
-            reply = self._run("child_ack", anchor, child_id)
-            if isinstance(reply, list) and len(reply) >= 2 and text(reply[0]) == "OK":
-                return int(reply[1])
-        except (ScriptError, ProtocolError, ValueError):
-            pass
-        except redis_py.RedisError:
-            pass
-        return -1
+        return self._engine.run(calls.child_ack(self._core, key, child_id))
 
     # ------------------------------------------------------------------ consumer
 
@@ -369,8 +458,7 @@ class Client(BulkOps):
             heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
             drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
             concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
-            observer=observer,
-            tracebacks=tracebacks, burst=burst,
+            observer=observer, tracebacks=tracebacks, burst=burst,
         ).run()  # fmt: skip
 
 

@@ -369,12 +369,18 @@ class SlotRoute:
         return left
 
     def command(self, *args: bytes | str | int) -> Any:
-        """One read on the slot's master; raises error replies. Follows ``MOVED`` and
-        ``ASK`` (during a migration a key missing at the source has moved to the target),
-        and, being a read, is simply sent again after a lost connection."""
+        """One read on the slot's master; raises error replies (see :meth:`read_encoded`)."""
+        reply = self.read_encoded(self._router._core.encode_command(args), str(args[0]))
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def read_encoded(self, data: bytes, what: str) -> Any:
+        """One encoded read on the slot's master; its reply, an error reply as a value.
+        Follows ``MOVED`` and ``ASK`` (during a migration a key missing at the source has
+        moved to the target), and, being a read, is simply sent again after a lost
+        connection."""
         router = self._router
-        what = str(args[0])
-        data = router._core.encode_command(args)
         patience = _Patience(router.retry_s, what)
         asking: Optional[Transport] = None
         while True:
@@ -394,8 +400,6 @@ class SlotRoute:
                 continue
             redirect = redirect_of(reply)
             if redirect is None:
-                if isinstance(reply, ReplyError):
-                    raise reply
                 return reply
             kind, address = redirect
             if kind == "ASK" and address:

@@ -202,7 +202,7 @@ class Consumer(StopOnSignals):
             )  # fmt: skip
         listener = None
         if self.wake:
-            listener = WakeListener(self.queue, self.wake_up, engine.find_router, engine.standalone)
+            listener = WakeListener(self.queue, self.wake_up, engine.mode, lambda: engine.redis)
         graceful = False
         try:
             self._loop(workers)

@@ -14,6 +14,8 @@ from redis.exceptions import RedisError, ResponseError
 
 __all__ = [
     "OmniqError",
+    "PublishManyError",
+    "DuplicateJobs",
     "InvalidQueueName",
     "InvalidKey",
     "InvalidPayload",
@@ -291,6 +293,39 @@ class MissingExtra(OmniqError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f"{feature} need the {extra!r} extra: pip install 'omniq-fast[{extra}]'")
         self.extra = extra
+
+
+class PublishManyError(OmniqError):
+    """``publish_many`` stopped part-way, or could not write every job; nothing is lost
+    track of.
+
+    Every id of the call ends in exactly one place: ``written`` (queued by this call),
+    ``unknown`` (sent, but the outcome is unknown: the connection broke, or a script failed
+    part-way, before the reply), ``duplicates`` (not written: a job with that id exists)
+    or ``not_written`` (sent and refused by the server before anything changed —
+    ``OOM``, ``LOADING``, ``BUSY``..., see :class:`~omniq_fast.errors.ServerRefused`).
+    Ids in none of them were never sent. The cause is chained.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        written: list[str],
+        unknown: list[str],
+        *,
+        duplicates: Optional[list[str]] = None,
+        not_written: Optional[list[str]] = None,
+    ) -> None:
+        super().__init__(message)
+        self.written = written
+        self.unknown = unknown
+        self.duplicates: list[str] = duplicates or []
+        self.not_written: list[str] = not_written or []
+
+
+class DuplicateJobs(PublishManyError, ValueError):
+    """``publish_many`` wrote every job except those whose id exists (``duplicates``):
+    the many-job form of :class:`~omniq_fast.errors.DuplicateJob`."""
 
 
 #: Errors after which a consumer backs off and goes on: the connection, not the request,

@@ -53,9 +53,23 @@ def queue_base(queue: str) -> str:
     return "{" + validate_queue_name(queue) + "}"
 
 
+#: Anchors of names already validated: every call checks its queue name, and a process
+#: uses few queues, so a hit costs one dict lookup instead of the checks and a regex.
+_ANCHORS: dict[str, str] = {}
+_ANCHORS_MAX = 4096
+
+
 def queue_anchor(queue: str) -> str:
     """``{Q}:meta``, the single key every queue script receives."""
-    return queue_base(queue) + ":meta"
+    if type(queue) is str:  # a str subclass or an unhashable value takes the checks
+        anchor = _ANCHORS.get(queue)
+        if anchor is not None:
+            return anchor
+    anchor = queue_base(queue) + ":meta"
+    if len(_ANCHORS) >= _ANCHORS_MAX:
+        _ANCHORS.clear()
+    _ANCHORS[queue] = anchor
+    return anchor
 
 
 def validate_counter_key(key: object) -> str:

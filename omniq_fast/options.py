@@ -82,6 +82,16 @@ def enqueue_options(
     group_limit: int,
 ) -> EnqueueOptions:
     """The publish options, checked; ``gid`` ``None`` or ``""`` means ungrouped."""
+    if (
+        # The common case in one expression (``type(x) is int`` refuses bool too); any
+        # doubt falls through to the checks that say what is wrong.
+        gid is None and group_limit == 0 and type(max_attempts) is int
+        and type(timeout_ms) is int and type(backoff_ms) is int and type(due_ms) is int
+        and type(group_limit) is int and 1 <= max_attempts <= MAX_ATTEMPTS
+        and 1 <= timeout_ms <= MAX_TIMEOUT_MS and 0 <= backoff_ms <= MAX_BACKOFF_MS
+        and 0 <= due_ms <= MAX_EPOCH_MS
+    ):  # fmt: skip
+        return (max_attempts, timeout_ms, backoff_ms, due_ms, "", 0)
     check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
     check_int("timeout_ms", timeout_ms, 1, MAX_TIMEOUT_MS)
     check_int("backoff_ms", backoff_ms, 0, MAX_BACKOFF_MS)

@@ -15,18 +15,20 @@ reason given in :mod:`omniq_fast.cluster`.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Optional, TypeVar
 
 from .cluster import _CONNECT_ERRORS, SlotRoute, _Patience, redirect_of
+from ._protocol.streams import PublishRun, Sent, retry_delay
 from .errors import ClusterUnavailable, ConnectionLost
 from .scripts import Script
 from .transport import Batch, Transport
 
 if TYPE_CHECKING:
-    from ._base import ClientBase
+    from ._engine import Engine
 
-__all__ = ["QueueStream", "run_streams", "StreamsFailed"]
+__all__ = ["QueueStream", "run_streams", "StreamsFailed", "publish_many"]
 
 T = TypeVar("T")
 
@@ -70,7 +72,7 @@ class StreamsFailed(Exception):
 
 
 def run_streams(
-    client: ClientBase,
+    engine: Engine,
     streams: list[QueueStream[T]],
     script: Script,
     on_reply: Callable[[T, list[Any]], Optional[BaseException]],
@@ -82,7 +84,7 @@ def run_streams(
     the first error; every node then stops taking new batches and still reads, and hands
     to ``on_reply``, the replies of what it has in flight, so no sent batch goes unheard
     (except on a lost connection: those are in ``unknown``)."""
-    router = client._mode()
+    router = engine.mode()
     stop = threading.Event()
     failures: list[BaseException] = []
     unknown: list[Any] = []
@@ -142,7 +144,7 @@ def run_streams(
         if router is not None and patience is None:
             patience = _Patience(router.retry_s, script.name)
         try:
-            work = _plan(client, pending, patience)
+            work = _plan(engine, pending, patience)
         except ClusterUnavailable as exc:
             fail(exc)  # some batches may have run: the caller must hear which
             break
@@ -170,13 +172,13 @@ def run_streams(
 
 
 def _plan(
-    client: ClientBase, streams: list[QueueStream[T]], patience: Optional[_Patience]
+    engine: Engine, streams: list[QueueStream[T]], patience: Optional[_Patience]
 ) -> list[tuple[Transport, list[QueueStream[T]]]]:
     """Group the streams by the node that owns each queue now."""
     groups: dict[int, tuple[Transport, list[QueueStream[T]]]] = {}
     for stream in streams:
         stream.redirect = None
-        route = client._at(stream.anchor)
+        route = engine.at(stream.anchor)
         if isinstance(route, SlotRoute):
             assert patience is not None
             transport = route.owner(patience)
@@ -185,3 +187,26 @@ def _plan(
         groups.setdefault(id(transport), (transport, []))[1].append(stream)
     return list(groups.values())
 
+
+
+def publish_many(engine: Engine, run: PublishRun) -> dict[str, list[str]]:
+    """Stream a ``publish_many_queues`` call's batches; send again what ``run`` says
+    may go again after a failure (sleeping between tries); its result or its error."""
+    streams = {
+        q: QueueStream(run.anchors[q], (Batch(s.data, 2, s) for s in run.batches(q)))
+        for q in run.jobs_by_queue
+    }
+    pending = list(streams.values())
+    while True:
+        try:
+            run_streams(engine, pending, run.script, run.on_reply)
+            return run.result()
+        except StreamsFailed as failed:
+            lost: list[Sent] = list(failed.unknown)
+            again = run.again(failed.cause, lost)
+            if again is None:
+                raise run.failure(failed.cause, lost) from failed.cause
+            time.sleep(retry_delay(run.tries))
+            for sent in reversed(again):
+                streams[sent.queue].retry.appendleft(Batch(sent.data, 2, sent))
+            pending = [s for s in streams.values() if not s.finished]

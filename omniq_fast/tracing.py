@@ -40,7 +40,6 @@ import inspect
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 from ._version import __version__
-from .bulk import BulkOps
 from .client import Client
 from .consumer import Consumer
 from .context import JobCtx
@@ -91,7 +90,7 @@ def instrument(
         return
     _patch(Client, "publish", _traced_publish(Client.publish))
     _patch(Client, "publish_json", Client.publish)
-    _patch(BulkOps, "publish_many_queues", _traced_publish_many(BulkOps.publish_many_queues))
+    _patch(Client, "publish_many_queues", _traced_publish_many(Client.publish_many_queues))
     _patch(Consumer, "__init__", _traced_consumer_init(Consumer.__init__))
 
 
@@ -169,7 +168,7 @@ def _traced_publish_many(
 
     @functools.wraps(publish_many_queues)
     def traced(
-        self: BulkOps, jobs_by_queue: Mapping[str, Iterable[Any]], **options: Any
+        self: Client, jobs_by_queue: Mapping[str, Iterable[Any]], **options: Any
     ) -> dict[str, list[str]]:
         settings = _settings
         if settings is None:

@@ -290,16 +290,20 @@ class Transport:
     # ------------------------------------------------------------------ single calls
 
     def command(self, *args: bytes | str | int) -> Any:
-        """Run one idempotent command (a read), reconnecting once on a network error."""
-        data = self._core.encode_command(args)
-        what = str(args[0])
-        try:
-            reply = self.roundtrip(data, 1, what)[0]
-        except (ConnectionLost, *_NETWORK_ERRORS):
-            reply = self.roundtrip(data, 1, what)[0]
+        """Run one idempotent command (a read), reconnecting once on a network error;
+        raises error replies."""
+        reply = self.read_encoded(self._core.encode_command(args), str(args[0]))
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+    def read_encoded(self, data: bytes, what: str) -> Any:
+        """One encoded read, sent again once after a network error (a second run of a
+        read changes nothing); its reply, an error reply as a value."""
+        try:
+            return self.roundtrip(data, 1, what)[0]
+        except (ConnectionLost, *_NETWORK_ERRORS):
+            return self.roundtrip(data, 1, what)[0]
 
     def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
         """EVALSHA ``script`` with one key; see :meth:`run_encoded`."""

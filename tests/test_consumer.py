@@ -411,14 +411,14 @@ def test_lost_lease_is_not_acked(
     job_id = client.publish(qname, {"x": 1}, max_attempts=3, backoff_ms=0, timeout_ms=5000)
     acks_sent: list[str] = []
 
-    real_run_many = client._transport.run_many
+    real_run_many = client._engine.transport.run_many
 
     def spy(calls: Any, extra: Any = ()) -> Any:
         # Every consumer round trip goes through run_many: record the acks it carries.
         acks_sent.extend(s.name for s, _ in calls if s.name.startswith("ack_"))
         return real_run_many(calls, extra)
 
-    monkeypatch.setattr(client._transport, "run_many", spy)
+    monkeypatch.setattr(client._engine.transport, "run_many", spy)
     stolen: dict[str, Any] = {}
     contexts: list[JobCtx] = []
 
@@ -652,7 +652,7 @@ def test_acks_of_a_lost_round_trip_are_sent_again(
     """The round trip carrying the first ack breaks, before (``lost``) or after (``landed``)
     the server ran it. The consumer goes on, and sends the ack again: the job is completed
     either way instead of waiting for its lease to expire and running a second time."""
-    real_run_many = client._transport.run_many
+    real_run_many = client._engine.transport.run_many
     ack_trips: list[int] = []
 
     def flaky(calls: Any, extra: Any = ()) -> Any:
@@ -664,7 +664,7 @@ def test_acks_of_a_lost_round_trip_are_sent_again(
                 raise ConnectionLost("simulated: connection lost during ack_success_batch")
         return real_run_many(calls, extra)
 
-    monkeypatch.setattr(client._transport, "run_many", flaky)
+    monkeypatch.setattr(client._engine.transport, "run_many", flaky)
     first = client.publish(qname, {"n": 1})
     with running(client, qname, lambda ctx: None) as run:
         wait_until(lambda: ack_trips, "the first ack")

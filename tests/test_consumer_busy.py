@@ -207,13 +207,13 @@ def test_acks_are_batched(client: Client, qname: str, monkeypatch: pytest.Monkey
     n = 400
     client.publish_many(qname, [{"i": i} for i in range(n)])
     trips: list[int] = []
-    real = client._transport.run_many
+    real = client._engine.transport.run_many
 
     def counting(calls: Any, extra: Any = ()) -> Any:
         trips.append(len(calls))
         return real(calls, extra)
 
-    monkeypatch.setattr(client._transport, "run_many", counting)
+    monkeypatch.setattr(client._engine.transport, "run_many", counting)
     stats = Consumer(client, qname, lambda ctx: None, max_jobs=n).run()
     assert stats.succeeded == n
     assert len(trips) < n / 5  # many jobs per round trip, not one or two each
@@ -227,13 +227,13 @@ def test_a_queue_that_ran_dry_is_not_asked_again_after_every_job(
     n = 3000
     ids = client.publish_many(qname, [{"i": i} for i in range(n)])
     reserves: list[int] = []
-    real = client._transport.run_many
+    real = client._engine.transport.run_many
 
     def counting(calls: Any, extra: Any = ()) -> Any:
         reserves.extend(1 for s, _ in calls if s.name == "reserve_batch")
         return real(calls, extra)
 
-    monkeypatch.setattr(client._transport, "run_many", counting)
+    monkeypatch.setattr(client._engine.transport, "run_many", counting)
     # No-op handlers prefetch deep batches (up to 1000 when asked): when the queue runs dry
     # hundreds of jobs are in hand, and a reserve per job would show as hundreds.
     with running(client, qname, lambda ctx: None, poll_interval_s=0.05, prefetch=1000):

@@ -48,7 +48,6 @@ Lease = Union[ReservedJob, Sequence[str]]
 Arg = Union[bytes, str, int]
 
 
-@dataclass(frozen=True)
 class Call(Generic[T]):
     """One command to send and how to read its reply.
 
@@ -58,15 +57,35 @@ class Call(Generic[T]):
     whose wake channel is notified in the same write, after the call. ``resend_safe``: a
     second run changes nothing more (reads), so the call may be sent again when its reply
     was lost. ``on_error`` turns an error reply into a result instead of raising it.
+
+    A plain slotted class, not a dataclass: one is built per operation on the hot path
+    (a frozen dataclass's ``__init__`` costs several times more).
     """
 
-    script: Optional[Script]
-    anchor: str
-    data: bytes
-    parse: Callable[[Any], T]
-    wake: Optional[str] = None
-    resend_safe: bool = False
-    on_error: Optional[Callable[[ReplyError], T]] = None
+    __slots__ = ("script", "anchor", "data", "parse", "wake", "resend_safe", "on_error")
+
+    def __init__(
+        self,
+        script: Optional[Script],
+        anchor: str,
+        data: bytes,
+        parse: Callable[[Any], T],
+        wake: Optional[str] = None,
+        resend_safe: bool = False,
+        on_error: Optional[Callable[[ReplyError], T]] = None,
+    ) -> None:
+        self.script = script
+        self.anchor = anchor
+        self.data = data
+        self.parse = parse
+        self.wake = wake
+        self.resend_safe = resend_safe
+        self.on_error = on_error
+
+    def without_wake(self) -> "Call[T]":
+        """The same call with no wake message (as producers of other SDKs send it)."""
+        return Call(self.script, self.anchor, self.data, self.parse, None, self.resend_safe,
+                    self.on_error)  # fmt: skip
 
     def result(self, reply: Any) -> T:
         """The call's result for ``reply`` (an error reply raises, unless ``on_error``)."""
@@ -153,6 +172,9 @@ def _int_at(op: str, index: int) -> Callable[[Any], int]:
     return parse
 
 
+_ENQUEUE_STATUS = _status("ENQUEUE")
+
+
 # ---------------------------------------------------------------------- producing
 
 
@@ -179,13 +201,12 @@ def publish(
         job_id = core.new_ulid()
     else:
         check_id("job_id", job_id)
-    the_id: str = job_id  # type: ignore[assignment]
-    status = _status("ENQUEUE")
+    the_id: str = job_id
 
     def parse(reply: Any) -> str:
         if isinstance(reply, list) and reply and text(reply[0]) == "DUPLICATE":
             raise DuplicateJob(queue, the_id)
-        status(reply)
+        _ENQUEUE_STATUS(reply)
         return the_id
 
     argv = (the_id, body, attempts, timeout, backoff, now, due, group, limit)
@@ -358,7 +379,7 @@ def retry_failed_batch(
     ids = _batch_ids(job_ids)
     if not ids:
         return None
-    argv = (now, len(ids), *ids)
+    argv: list[Arg] = [now, len(ids), *ids]
     return _script_call(core, "retry_failed_batch", anchor, argv, _parse_batch("RETRY_FAILED_BATCH"))
 
 
@@ -385,7 +406,7 @@ def remove_jobs_batch(
     if not ids:
         return None
     # No trailing now_ms, like the official SDK: the keyspace stays identical.
-    argv = (lane, len(ids), *ids)
+    argv: list[Arg] = [lane, len(ids), *ids]
     return _script_call(core, "remove_jobs_batch", anchor, argv, _parse_batch("REMOVE_JOBS_BATCH"))
 
 

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .._base import now_ms
+from .._engine import now_ms
 from ..client import MAX_BATCH, Client
 from ..keys import LANES, REMOVE_LANES
 from ..monitor import LaneJob, QueueMonitor

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..bulk import PublishManyError
+from ..errors import PublishManyError
 from ..client import Client, now_ms
 from ..consumer import Consumer
 from .options import CliError, connect, json_option, print_json, queue_argument, redis_url_option

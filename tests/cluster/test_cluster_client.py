@@ -224,7 +224,7 @@ def test_a_moved_queue_is_followed(client: Client, cluster: Any, qname: str) -> 
     source = cluster.owner_of_slot(slot)
     target = next(m for m in cluster.masters() if m.node_id != source.node_id)
     assert cluster.migrate_slot(slot, target) > 0
-    route = client._at("{" + qname + "}:meta")
+    route = client._engine.at("{" + qname + "}:meta")
     assert isinstance(route, SlotRoute)
     second = client.publish(qname, {"n": 2})
     jobs = client.reserve_many(qname, 10)
@@ -245,7 +245,7 @@ def test_after_a_lost_connection_only_harmless_scripts_are_sent_again(
 
     job_id = client.publish(qname, {"a": 1})
     job = client.reserve(qname)
-    route = client._at("{" + qname + "}:meta")
+    route = client._engine.at("{" + qname + "}:meta")
     assert isinstance(route, SlotRoute)
     transport = route.owner_transport()
     real = transport.run_many

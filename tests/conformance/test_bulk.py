@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from harness import Pair
 from omniq_fast import Client, InvalidPayload, Job, JobResult, Paused, ReservedJob
-from omniq_fast.bulk import PublishManyError
+from omniq_fast import PublishManyError
 from support import delete_prefixed
 
 NOW = 1_700_000_000_000

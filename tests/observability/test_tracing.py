@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from omniq_fast import Client, Consumer, Job, JobCtx, tracing
-from omniq_fast.bulk import BulkOps
 from support import job_hash, wait_until
 from test_consumer import FAST, running
 
@@ -214,7 +213,7 @@ def test_uninstrument_puts_the_methods_back(
     client: Client, qname: str, spans: InMemorySpanExporter
 ) -> None:
     originals = (
-        Client.publish, Client.publish_json, BulkOps.publish_many_queues, Consumer.__init__
+        Client.publish, Client.publish_json, Client.publish_many_queues, Consumer.__init__
     )
     tracing.instrument(tracer_provider=_provider(spans), propagate=True)
     assert tracing.is_instrumented() and Client.publish is not originals[0]
@@ -222,7 +221,7 @@ def test_uninstrument_puts_the_methods_back(
     assert Client.publish.__wrapped__ is originals[0]  # type: ignore[attr-defined]
     tracing.uninstrument()
     assert (
-        Client.publish, Client.publish_json, BulkOps.publish_many_queues, Consumer.__init__
+        Client.publish, Client.publish_json, Client.publish_many_queues, Consumer.__init__
     ) == originals
     client.publish(qname, {"x": 1})
     client.publish_many(qname, [{"x": 2}])

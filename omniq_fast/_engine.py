@@ -1,0 +1,189 @@
+"""The blocking I/O under :class:`~omniq_fast.Client`: connections, cluster mode, routing.
+
+An :class:`Engine` runs the pure :class:`~omniq_fast._protocol.calls.Call` objects the client
+builds: it finds out once whether the server is a cluster, routes each call by its anchor
+(the one server's :class:`~omniq_fast.transport.Transport`, or the route to the slot's
+master), sends it, and hands the reply to the call's own reader. It decides nothing about
+what a reply means.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import ModuleType
+from typing import Any, Optional, Sequence, TypeVar, Union
+
+import redis as redis_py
+from redis.cluster import RedisCluster
+
+from . import _compat
+from ._protocol.calls import Call, Plan, wake_command
+from .cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
+from .errors import InvalidArgument
+from .options import check_number
+from .scripts import Script
+from .transport import Transport, connect_error
+
+__all__ = ["Engine", "now_ms", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
+
+T = TypeVar("T")
+
+#: Default ``socket_connect_timeout`` of the connections a client opens: how long
+#: connecting (TCP, TLS, AUTH, SELECT) may take before ServerUnreachable.
+CONNECT_TIMEOUT_S = 5.0
+#: Default ``socket_timeout``: how long a reply may take once a command is sent before
+#: ServerTimeout (its effect is unknown). redis-py's own default is no limit, so a frozen
+#: server would hang a call for ever. The slowest script call (a 1000-job batch) takes
+#: milliseconds; a BUSY or LOADING server answers at once with an error.
+SOCKET_TIMEOUT_S = 30.0
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, as every script expects."""
+    return time.time_ns() // 1_000_000
+
+
+def _is_cluster_at_db0(client: redis_py.Redis) -> bool:
+    """Whether the server refusing the URL's database is a cluster node (asked on
+    database 0): only to word that error; any failure here answers False."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["db"] = 0
+    try:
+        with redis_py.Redis(connection_pool=redis_py.ConnectionPool(
+            connection_class=client.connection_pool.connection_class, **kwargs
+        )) as probe:  # fmt: skip
+            return is_cluster(probe)
+    except redis_py.RedisError:
+        return False
+
+
+class Engine:
+    """Runs calls on one server or one cluster; see :class:`~omniq_fast.Client` for the
+    constructor's arguments."""
+
+    def __init__(
+        self,
+        url: Optional[str],
+        redis: Optional[Union[redis_py.Redis, RedisCluster]],
+        client_name: Optional[str],
+        cluster: Optional[bool],
+        cluster_retry_s: float,
+        core: Optional[ModuleType],
+        redis_options: dict[str, Any],
+    ) -> None:
+        if redis is not None and (url is not None or redis_options):
+            raise InvalidArgument("pass either redis= or a url (with options), not both")
+        check_number("cluster_retry_s", cluster_retry_s, 0.0)
+        self.owns_redis = redis is None
+        self.core: ModuleType = core if core is not None else _compat
+        self._cluster = cluster
+        self._cluster_retry_s = cluster_retry_s
+        self._router: Optional[ClusterRouter] = None
+        self._mode_lock = threading.Lock()
+        # The one server's transport; None when given a RedisCluster (no single server).
+        self.transport: Optional[Transport] = None
+        if isinstance(redis, RedisCluster):
+            if cluster is False:
+                raise InvalidArgument("redis= is a RedisCluster but cluster=False")
+            self._cluster = True
+            self._router = ClusterRouter(redis, self.core, cluster_retry_s)
+            return
+        if redis is None:
+            if client_name is not None:
+                redis_options["client_name"] = client_name
+            redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+            redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+            # from_url lets the URL win over keyword options, so keywords alone (the
+            # OmniqClient constructor) build the client directly.
+            if url is None:
+                redis = redis_py.Redis(**redis_options)
+            else:
+                redis = redis_py.Redis.from_url(url, **redis_options)
+        self.transport = Transport(redis, self.core)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def redis(self) -> Any:
+        """The underlying redis-py client: a ``redis.Redis``, or a ``RedisCluster``."""
+        router = self.mode()
+        return self.single().redis if router is None else router.redis
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.mode() is not None
+
+    def close(self) -> None:
+        """Close the connections this engine opened (not a ``redis=`` it was given)."""
+        if self.owns_redis:
+            if self._router is not None:
+                self._router.close()
+            if self.transport is not None:
+                self.transport.close()
+
+    # ------------------------------------------------------------------ routing
+
+    def mode(self) -> Optional[ClusterRouter]:
+        """The cluster router, or None in standalone mode; the first call finds out which
+        (``INFO cluster``) unless ``cluster=`` said so."""
+        if self._router is not None or self._cluster is False:
+            return self._router
+        with self._mode_lock:
+            if self._router is None:
+                standalone = self.single().redis
+                try:
+                    found = is_cluster(standalone) if self._cluster is None else self._cluster
+                except redis_py.RedisError as exc:
+                    # Connecting or the probe failed (nothing of ours ran): typed, with the
+                    # server's own words (a bad database, a bad password, no server).
+                    error = connect_error(exc)
+                    if isinstance(error, InvalidArgument) and _is_cluster_at_db0(standalone):
+                        error = InvalidArgument(f"{error}; a Redis Cluster has only database 0")
+                    raise error from exc
+                if found:
+                    self._router = ClusterRouter(
+                        cluster_client(standalone), self.core, self._cluster_retry_s
+                    )
+                self._cluster = found
+        return self._router
+
+    def at(self, key: str) -> Union[Transport, SlotRoute]:
+        """Where commands on ``key`` go: the one server, or the route to its slot's master."""
+        router = self.mode()
+        return self.single() if router is None else router.route(key)
+
+    def single(self) -> Transport:
+        """The one server's transport (there is one whenever no router was given)."""
+        assert self.transport is not None
+        return self.transport
+
+    def wake_command(self, queue: str) -> bytes:
+        """The wake message for ``queue``, sharded where the cluster has sharded pub/sub."""
+        router = self.mode()
+        return wake_command(self.core, queue, router is not None and router.sharded_pubsub)
+
+    # ------------------------------------------------------------------ running calls
+
+    def run(self, call: Call[T]) -> T:
+        """Send ``call`` where its anchor lives and read its result."""
+        target = self.at(call.anchor)
+        if call.script is None:
+            reply = target.read_encoded(call.data, f"read of {call.anchor}")
+        elif call.wake is not None:
+            reply = target.run_many([(call.script, call.data)], [self.wake_command(call.wake)])[0]
+        else:
+            reply = target.run_many([(call.script, call.data)])[0]
+        return call.result(reply)
+
+    def run_plan(self, plan: Plan[T]) -> T:
+        """Run the plan's calls in order, each answered before the next is sent."""
+        return plan.join([self.run(call) for call in plan.calls])
+
+    def run_many(
+        self, anchor: str, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
+    ) -> list[Any]:
+        """Several encoded EVALSHAs on ``anchor``'s node (then ``extra`` commands) in one
+        round trip; every reply in order, error replies as :class:`ReplyError` values."""
+        return self.at(anchor).run_many(calls, extra)
+
