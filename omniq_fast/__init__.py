@@ -8,6 +8,7 @@
 from ._compat import IMPLEMENTATION
 from ._version import __version__
 from .client import Client, OmniqClient, now_ms
+from .aio import AsyncClient
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
 from .multiqueue import MultiConsumer
@@ -65,6 +66,7 @@ __all__ = [
     "IMPLEMENTATION",
     "__version__",
     "Client",
+    "AsyncClient",
     "OmniqClient",
     "now_ms",
     "consume",

@@ -131,3 +131,12 @@ def oracle_on_ours(redis_url: str) -> Iterator[Any]:
     """The official client on *our* database: for interop tests (each side reads the
     other's queues)."""
     yield from _official_client(redis_url)
+
+
+@pytest.fixture(params=["sync", "async"])
+def shell(request: pytest.FixtureRequest) -> Any:
+    """Which client shell a test drives: ``Client``, or ``AsyncClient`` behind blocking
+    calls (tests/shells.py). Call it like ``Client(url, **options)``."""
+    from shells import SHELLS
+
+    return SHELLS[request.param]

@@ -19,8 +19,9 @@ NOW = 1_700_000_000_000
 
 
 @pytest.fixture
-def ours(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def ours(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    # Both shells (Client, AsyncClient behind blocking calls): the same checks on each.
+    with shell(redis_url, _core=core) as c:
         yield c
 
 

@@ -44,6 +44,14 @@ def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
         yield c
 
 
+@pytest.fixture
+def shell_client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """Our client on either shell, for the tests that drive its methods directly (the
+    consumer and monitor tests take the blocking ``client``)."""
+    with shell(redis_url, _core=core) as c:
+        yield c
+
+
 # --------------------------------------------------------------------------- a mixed workload
 
 
@@ -220,11 +228,11 @@ _OFFICIAL_CONSUMER = textwrap.dedent("""
 
 
 def test_we_publish_official_consumer_consumes(
-    client: Client, redis_url: str, r: redis.Redis, qname: str, tmp_path: Path
+    shell_client: Client, redis_url: str, r: redis.Redis, qname: str, tmp_path: Path
 ) -> None:
     """The official consume loop (in a subprocess: it has no stop() and exits on SIGTERM)
     handles everything we published, and sees our payloads as we wrote them."""
-    mix = publish_mix(client.publish, qname)
+    mix = publish_mix(shell_client.publish, qname)
     script_path = tmp_path / "official_consumer.py"
     script_path.write_text(_OFFICIAL_CONSUMER)
     err = tmp_path / "err.txt"
@@ -350,31 +358,31 @@ def test_our_consumer_and_official_workers_share_a_queue(
 
 
 def test_official_lease_acked_by_us(
-    client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
+    shell_client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
 ) -> None:
-    job_id = client.publish(qname, {"x": 1}, timeout_ms=10000)
+    job_id = shell_client.publish(qname, {"x": 1}, timeout_ms=10000)
     res = oracle_on_ours.reserve(queue=qname)
     assert res.job_id == job_id
-    lock_until = client.heartbeat(qname, job_id, res.lease_token)
+    lock_until = shell_client.heartbeat(qname, job_id, res.lease_token)
     assert lock_until >= res.lock_until_ms + 10000 - 1000  # extended from the old deadline
     assert job_hash(r, qname, job_id)["lock_until_ms"] == str(lock_until)
     with pytest.raises(TokenMismatch):
-        client.heartbeat(qname, job_id, res.lease_token + "x")
-    client.ack_success(qname, job_id, res.lease_token)
+        shell_client.heartbeat(qname, job_id, res.lease_token + "x")
+    shell_client.ack_success(qname, job_id, res.lease_token)
     h = job_hash(r, qname, job_id)
     assert h["state"] == "completed" and h["lease_token"] == ""
     # The lease is spent for both clients.
     with pytest.raises(RuntimeError):
         oracle_on_ours.ack_success(queue=qname, job_id=job_id, lease_token=res.lease_token)
     with pytest.raises(TokenMismatch):
-        client.ack_success(qname, job_id, res.lease_token)
+        shell_client.ack_success(qname, job_id, res.lease_token)
 
 
 def test_our_lease_acked_by_official(
-    client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
+    shell_client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
 ) -> None:
     job_id = oracle_on_ours.publish(queue=qname, payload={"x": 1}, max_attempts=2, backoff_ms=500)
-    first = client.reserve(qname)
+    first = shell_client.reserve(qname)
     assert first is not None and first.job_id == job_id
     lock_until = oracle_on_ours.heartbeat(queue=qname, job_id=job_id, lease_token=first.lease_token)
     assert job_hash(r, qname, job_id)["lock_until_ms"] == str(lock_until)
@@ -384,13 +392,13 @@ def test_our_lease_acked_by_official(
         queue=qname, job_id=job_id, lease_token=first.lease_token, error="ValueError: first"
     )
     assert outcome == "RETRY" and due is not None
-    assert client.promote_delayed(qname, now_ms_override=due - 1) == 0
-    assert client.promote_delayed(qname, now_ms_override=due) == 1
+    assert shell_client.promote_delayed(qname, now_ms_override=due - 1) == 0
+    assert shell_client.promote_delayed(qname, now_ms_override=due) == 1
     second = oracle_on_ours.reserve(queue=qname)
     assert second.job_id == job_id and second.attempt == 2
     with pytest.raises(TokenMismatch):  # our stale lease
-        client.ack_fail(qname, job_id, first.lease_token, error="stale")
-    assert client.ack_fail(qname, job_id, second.lease_token, error="ValueError: second") == (
+        shell_client.ack_fail(qname, job_id, first.lease_token, error="stale")
+    assert shell_client.ack_fail(qname, job_id, second.lease_token, error="ValueError: second") == (
         "FAILED",
         None,
     )
@@ -398,7 +406,7 @@ def test_our_lease_acked_by_official(
     assert h["state"] == "failed" and h["last_error"].partition("\n")[0] == "ValueError: second"
     assert r.lrange(f"{{{qname}}}:failed", 0, -1) == [job_id.encode()]
     with pytest.raises(TokenMismatch):  # a finished job has no lease left
-        client.ack_success(qname, job_id, second.lease_token)
+        shell_client.ack_success(qname, job_id, second.lease_token)
 
 
 # --------------------------------------------------------------------------- monitors

@@ -1,0 +1,210 @@
+"""The asyncio I/O under :class:`~omniq_fast.AsyncClient`: the connection, scripts, mode.
+
+An :class:`AsyncEngine` runs the pure :class:`~omniq_fast._protocol.calls.Call` objects
+the client builds on one auto-pipelined :class:`~omniq_fast.aio._connection.Connection`:
+it sends each call (with its wake message in the same write), loads a script the server
+answers NOSCRIPT for and sends the call again (such a reply means nothing ran), and hands
+the reply to the call's own reader. It decides nothing about what a reply means.
+
+Standalone servers only, for now: a Redis Cluster is detected on first use (``INFO
+cluster``, unless ``cluster=False``) and refused with :class:`ClusterNotSupported`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import ModuleType
+from typing import Any, Optional, Sequence, TypeVar
+
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from .. import _compat
+from .._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
+from .._protocol.calls import Call, Plan, text, wake_command
+from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError
+from ..options import check_number
+from ..scripts import Script
+from ..transport import MAX_NOSCRIPT_RETRIES
+from ._connection import Connection
+
+__all__ = ["AsyncEngine", "ClusterNotSupported"]
+
+T = TypeVar("T")
+
+
+_INFO_CLUSTER = b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n"
+
+
+class ClusterNotSupported(OmniqError, NotImplementedError):
+    """The asyncio client does not run on a Redis Cluster yet: use the blocking
+    :class:`~omniq_fast.Client` there."""
+
+
+def _is_noscript(reply: object) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def _cluster_enabled(reply: object) -> bool:
+    if isinstance(reply, ReplyError):
+        return False  # a server without INFO cluster (or that refuses it) is no cluster
+    for line in text(reply).splitlines():
+        if line.startswith("cluster_enabled:"):
+            return line.split(":", 1)[1].strip() == "1"
+    return False
+
+
+class AsyncEngine:
+    """Runs calls on one server; see :class:`~omniq_fast.AsyncClient` for the arguments."""
+
+    def __init__(
+        self,
+        url: Optional[str],
+        redis: Optional[aredis.Redis],
+        client_name: Optional[str],
+        cluster: Optional[bool],
+        cluster_retry_s: float,
+        core: Optional[ModuleType],
+        redis_options: dict[str, Any],
+    ) -> None:
+        if redis is not None and (url is not None or redis_options):
+            raise InvalidArgument("pass either redis= or a url (with options), not both")
+        check_number("cluster_retry_s", cluster_retry_s, 0.0)
+        if cluster or isinstance(redis, AsyncRedisCluster):
+            raise ClusterNotSupported(
+                "AsyncClient does not support Redis Cluster yet; use omniq_fast.Client"
+            )
+        if redis is not None and not isinstance(redis, aredis.Redis):
+            raise InvalidArgument("redis= must be a redis.asyncio.Redis")
+        self.owns_redis = redis is None
+        self.core: ModuleType = core if core is not None else _compat
+        self._checked = cluster is False  # whether the server is known not to be a cluster
+        self._checking: Optional[asyncio.Future[None]] = None
+        if redis is None:
+            if client_name is not None:
+                redis_options["client_name"] = client_name
+            redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+            redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+            if url is None:
+                redis = aredis.Redis(**redis_options)
+            else:
+                redis = aredis.Redis.from_url(url, **redis_options)
+        self._redis: aredis.Redis = redis
+        self.connection = Connection(redis, self.core)
+        self._load: dict[str, bytes] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def redis(self) -> aredis.Redis:
+        """The underlying ``redis.asyncio.Redis`` (for plain reads and monitoring)."""
+        return self._redis
+
+    @property
+    def is_cluster(self) -> bool:
+        """Always False: a cluster is refused on first use (:class:`ClusterNotSupported`)."""
+        return False
+
+    async def close(self) -> None:
+        """Close the connection; the redis client too when this engine made it."""
+        await self.connection.close()
+        if self.owns_redis:
+            await self._redis.aclose()
+
+    def wake_command(self, queue: str) -> bytes:
+        """The wake message for ``queue`` (plain PUBLISH: standalone server)."""
+        return wake_command(self.core, queue, False)
+
+    # ------------------------------------------------------------------ running calls
+
+    async def ready(self) -> None:
+        """Find out on first use whether the server is a cluster (refused, for now); the
+        tasks that start at once share one ``INFO cluster``."""
+        if self._checked:
+            return
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_mode())
+        checking = self._checking
+        try:
+            await asyncio.shield(checking)
+        finally:
+            if checking.done() and self._checking is checking:
+                self._checking = None  # a failed check is made again by the next call
+
+    async def _check_mode(self) -> None:
+        reply = (await self.connection.request(_INFO_CLUSTER, 1, "INFO cluster"))[0]
+        if _cluster_enabled(reply):
+            raise ClusterNotSupported(
+                "the server is a Redis Cluster node; AsyncClient does not support Redis "
+                "Cluster yet: use omniq_fast.Client (or pass cluster=False to force "
+                "standalone mode)"
+            )
+        self._checked = True
+
+    async def run(self, call: Call[T]) -> T:
+        """Send ``call`` and read its result (an error reply raises, as the call says)."""
+        if not self._checked:
+            await self.ready()
+        if call.script is None:
+            reply = await self._read(call.data, f"read of {call.anchor}", call.resend_safe)
+        elif call.wake is not None:
+            wake = self.wake_command(call.wake)
+            reply = (await self._run_many([(call.script, call.data)], (wake,)))[0]
+        else:
+            reply = (await self._run_many([(call.script, call.data)], ()))[0]
+        return call.result(reply)
+
+    async def run_plan(self, plan: Plan[T]) -> T:
+        """Run the plan's calls in order, each answered before the next is sent."""
+        return plan.join([await self.run(call) for call in plan.calls])
+
+    async def run_many(
+        self, anchor: str, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
+    ) -> list[Any]:
+        """Several encoded EVALSHAs (then ``extra`` commands) in one write; every reply in
+        order, error replies as :class:`ReplyError` values (``anchor``: routing, unused on
+        a single server)."""
+        if not self._checked:
+            await self.ready()
+        return await self._run_many(calls, extra)
+
+    async def _read(self, data: bytes, what: str, resend_safe: bool) -> Any:
+        """A plain command; a read is sent again once when its reply was lost."""
+        try:
+            return (await self.connection.request(data, 1, what))[0]
+        except ConnectionLost:
+            if not resend_safe:
+                raise
+            return (await self.connection.request(data, 1, what))[0]
+
+    def load_command(self, s: Script) -> bytes:
+        """``SCRIPT LOAD`` of ``s``, encoded (once per script)."""
+        load = self._load.get(s.name)
+        if load is None:
+            load = self._load[s.name] = self.core.encode_command((b"SCRIPT", b"LOAD", s.source))
+        return load
+
+    async def _run_many(
+        self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes]
+    ) -> list[Any]:
+        data = b"".join(call for _, call in calls) + b"".join(extra) if len(calls) != 1 else (
+            calls[0][1] + b"".join(extra)
+        )  # fmt: skip
+        what = "+".join(s.name for s, _ in calls)
+        replies = await self.connection.request(data, len(calls) + len(extra), what)
+        for _ in range(MAX_NOSCRIPT_RETRIES):
+            # A NOSCRIPT reply means that call did nothing: load its script, send it again.
+            missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
+            if not missing:
+                break
+            scripts = {calls[i][0].name: calls[i][0] for i in missing}
+            load = b"".join(self.load_command(s) for s in scripts.values())
+            again = await self.connection.request(
+                load + b"".join(calls[i][1] for i in missing), len(scripts) + len(missing), what
+            )
+            for loaded in again[: len(scripts)]:
+                if isinstance(loaded, ReplyError):
+                    raise loaded
+            for i, reply in zip(missing, again[len(scripts) :]):
+                replies[i] = reply
+        return replies
