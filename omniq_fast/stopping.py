@@ -7,6 +7,7 @@ installed by the blocking side (the asyncio side installs the same handlers on i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -85,4 +86,34 @@ class StopOnSignals:
 
         return restore
 
+    def _install_loop_signals(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """The asyncio side's signals, on ``loop``: the same handlers, and a hard exit
+        cancels the task that installed them (it then leaves at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signal handlers can only be set from the main thread
+        task = asyncio.current_task()
+        wanted = [signal.SIGTERM] + ([signal.SIGINT] if self.stop_on_ctrl_c else [])
 
+        def on_signal(signum: int) -> None:
+            try:
+                if signum == signal.SIGTERM:
+                    self._on_sigterm(signum, None)
+                else:
+                    self._on_sigint(signum, None)
+            except KeyboardInterrupt:
+                if task is not None:
+                    task.cancel()  # the hard exit: run() leaves at once
+
+        installed = []
+        for signum in wanted:
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError):  # not on this loop / platform
+                pass
+
+        def restore() -> None:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+        return restore
