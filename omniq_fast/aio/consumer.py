@@ -332,13 +332,16 @@ class AsyncConsumer(StopOnSignals):
         if lock.locked() and any(isinstance(e, HoldBeats) for e in effects):
             async with lock:
                 pass  # a beat in flight finishes first: no beat follows an ack
+        sending = asyncio.ensure_future(self._engine.run_many(trip.anchor, trip.calls))
+        cancelled: Optional[asyncio.CancelledError] = None
         try:
-            replies = await self._engine.run_many(trip.anchor, trip.calls)
-        except asyncio.CancelledError as exc:
-            # Cancelled with the calls sent or not: its acks go again (token-gated).
-            dispatch.lost(trip, exc, time.monotonic())
-            self._apply(dispatch.take_effects())
-            raise
+            try:
+                replies = await asyncio.shield(sending)
+            except asyncio.CancelledError as exc:
+                # Cancelled (a graceful stop): the calls are on their way; read their
+                # replies all the same, so that no ack's outcome is lost.
+                cancelled = exc
+                replies = await sending
         except TRANSIENT_ERRORS as exc:
             dispatch.lost(trip, exc, time.monotonic())
         else:
@@ -348,6 +351,8 @@ class AsyncConsumer(StopOnSignals):
         for effect in effects:
             if isinstance(effect, Release):
                 await self._release(effect)
+        if cancelled is not None:
+            raise cancelled
 
     def _apply(self, effects: Sequence[Effect]) -> None:
         """Do what the dispatcher decided (releases aside: they await)."""
