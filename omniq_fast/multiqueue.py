@@ -12,7 +12,8 @@ import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .consumer import Consumer, Handler, LineLogger, StopOnSignals
+from .consumer import Consumer, Handler
+from .stopping import LineLogger, StopOnSignals
 from .context import ConsumerStats
 from .errors import InvalidArgument
 from .keys import validate_queue_name

@@ -1,6 +1,6 @@
 """How the consumer's threads live through a server that is down, loading or busy.
 
-* :class:`Backoff`: exponential delays with full jitter, 10 ms doubling up to 2 s, so a
+* :class:`Backoff` (pure, from :mod:`omniq_fast._protocol.backoff`): exponential delays with full jitter, 10 ms doubling up to 2 s, so a
   consumer that waits out an outage costs no CPU and a fleet of them does not retry in step.
 * :class:`Outage`: one WARNING when a path starts failing (with the cause), then one line
   at most every ``repeat_s``, and one INFO line when it works again.
@@ -9,34 +9,12 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Optional
 
+from ._protocol.backoff import Backoff
 
 __all__ = ["Backoff", "Outage"]
-
-class Backoff:
-    """Delays for retrying a failing call: ``first`` doubling up to ``cap``, each drawn at
-    random between half and all of it (so retries of many consumers spread out)."""
-
-    def __init__(self, first: float = 0.01, cap: float = 2.0) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
-
-    @property
-    def failing(self) -> bool:
-        return self._next > self.first
-
-    def delay(self) -> float:
-        """The next wait, growing each call until :meth:`reset`."""
-        current = self._next
-        self._next = min(self.cap, current * 2)
-        return random.uniform(current / 2, current)
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 class Outage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import TRANSIENT_ERRORS
 from .keys import wake_channel
@@ -12,7 +12,6 @@ from .outage import Backoff, Outage
 
 if TYPE_CHECKING:
     from .cluster import ClusterRouter
-    from .consumer import Consumer
 
 __all__ = ["WakeListener"]
 
@@ -37,9 +36,20 @@ class WakeListener:
     then re-reads the slot map and subscribes at the new owner.
     """
 
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-        self._channel = wake_channel(consumer.queue)
+    def __init__(
+        self,
+        queue: str,
+        wake_up: Callable[[], None],
+        find_router: Callable[[], Optional[ClusterRouter]],
+        standalone: Callable[[], Any],
+    ) -> None:
+        """``wake_up()`` is called on each message (and after each (re)subscribe);
+        ``find_router()`` is the cluster router or None (it may ask the server);
+        ``standalone()`` is the one server's redis-py client."""
+        self._wake_up = wake_up
+        self._find_router = find_router
+        self._standalone = standalone
+        self._channel = wake_channel(queue)
         self._router: Optional[ClusterRouter] = None
         self._sharded = False
         self._closed = threading.Event()
@@ -55,7 +65,7 @@ class WakeListener:
     def _subscribe(self) -> None:
         self._drop()
         if self._router is None:
-            pubsub = self._consumer.client.redis.pubsub()
+            pubsub = self._standalone().pubsub()
         else:
             # Plain PUBLISH on a cluster reaches every node, so the queue's master is as
             # good a place as any; SPUBLISH reaches only the slot's master (and replicas).
@@ -81,7 +91,7 @@ class WakeListener:
         while not self._closed.is_set():
             try:
                 if not self._known:
-                    self._router = self._consumer.client._engine.mode()
+                    self._router = self._find_router()
                     self._sharded = self._router is not None and self._router.sharded_pubsub
                     self._known = True
                 if refresh and self._router is not None:
@@ -92,7 +102,7 @@ class WakeListener:
                     self._backoff.reset()
                     self._outage.recovered()
                     # Jobs announced while we were not listening: look once now.
-                    self._consumer.wake_up()
+                    self._wake_up()
                 message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=_READ_S)
             except Exception as exc:  # any failure: this thread must never die
                 # Polling finds the jobs meanwhile; subscribe again after a backoff.
@@ -106,7 +116,7 @@ class WakeListener:
                 continue
             kind = message["type"]
             if kind in ("message", "smessage"):
-                self._consumer.wake_up()
+                self._wake_up()
             elif kind in ("sunsubscribe", "unsubscribe"):
                 # The server dropped us: the slot moved. Subscribe where it lives now.
                 log.debug("%s: the server ended the subscription", self._channel)

@@ -14,15 +14,19 @@ import inspect
 import queue as queue_module
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from .context import JobCtx
 from .failures import failure_text
 
-if TYPE_CHECKING:
-    from .consumer import Consumer
+__all__ = ["Workers", "ThreadLoop", "call_handler", "call_async_handler", "is_fatal"]
 
-__all__ = ["Workers", "ThreadLoop", "call_handler", "is_fatal"]
+#: ``received(ctx)``: may the handler start ``ctx`` (False: give it back unstarted)?
+Received = Callable[[JobCtx], bool]
+#: ``finished(ctx, error, seconds)``: the handler ended (``seconds < 0``: never started).
+Finished = Callable[[JobCtx, Optional[str], float], None]
+#: ``abort(exc)``: a handler raised an exception that must stop the consumer.
+Abort = Callable[[BaseException], None]
 
 #: How long closing waits for worker threads after a hard exit (they may be stuck in a
 #: handler; they are daemons, so the process can leave without them).
@@ -101,24 +105,54 @@ def call_handler(
     return error, time.perf_counter() - started, fatal
 
 
+async def call_async_handler(
+    handler: Any, ctx: JobCtx, tracebacks: bool = False
+) -> tuple[Optional[str], float, Optional[BaseException]]:
+    """:func:`call_handler` for an ``async def`` handler, awaited on the running loop."""
+    started = time.perf_counter()
+    fatal: Optional[BaseException] = None
+    try:
+        await _awaited(handler(ctx))
+        error = None
+    except BaseException as exc:  # every way a handler ends must end its job
+        error = failure_text(exc, traceback=tracebacks)
+        if is_fatal(exc):
+            fatal = exc
+    return error, time.perf_counter() - started, fatal
+
+
 class Workers:
     """Where handlers run when not inline: N daemon threads, or an event loop thread for
     ``async def`` handlers. Daemon threads, so exiting at once is possible while a
     handler still runs (its lease then expires)."""
 
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
+    def __init__(
+        self,
+        handler: Any,
+        concurrency: int,
+        *,
+        is_async: bool,
+        tracebacks: bool,
+        received: Received,
+        finished: Finished,
+        abort: Abort,
+    ) -> None:
+        self._handler = handler
+        self._tracebacks = tracebacks
+        self._received = received
+        self._finished = finished
+        self._abort = abort
         self._threads: list[threading.Thread] = []
         self._jobs: "queue_module.SimpleQueue[Optional[JobCtx]]" = queue_module.SimpleQueue()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._slots: Optional[asyncio.Semaphore] = None
-        if consumer._async:
+        if is_async:
             self._loop = asyncio.new_event_loop()
-            self._slots = asyncio.Semaphore(consumer.concurrency)
+            self._slots = asyncio.Semaphore(concurrency)
             self._threads.append(threading.Thread(
                 target=self._run_loop, name="omniq-async", daemon=True))  # fmt: skip
         else:
-            for i in range(consumer.concurrency):
+            for i in range(concurrency):
                 self._threads.append(threading.Thread(
                     target=self._work, name=f"omniq-worker-{i}", daemon=True))  # fmt: skip
         for thread in self._threads:
@@ -131,17 +165,16 @@ class Workers:
             self._jobs.put(ctx)
 
     def _work(self) -> None:
-        consumer = self._consumer
         loop = ThreadLoop()
         try:
             while (ctx := self._jobs.get()) is not None:
-                if not consumer.received(ctx):
-                    consumer.finished(ctx, None, -1.0)
+                if not self._received(ctx):
+                    self._finished(ctx, None, -1.0)
                     continue
-                error, seconds, fatal = call_handler(consumer.handler, ctx, loop, consumer.tracebacks)
-                consumer.finished(ctx, error, seconds)
+                error, seconds, fatal = call_handler(self._handler, ctx, loop, self._tracebacks)
+                self._finished(ctx, error, seconds)
                 if fatal is not None:
-                    consumer.abort(fatal)
+                    self._abort(fatal)
         finally:
             loop.close()
 
@@ -155,24 +188,15 @@ class Workers:
             _close_loop(self._loop)
 
     async def _run_async(self, ctx: JobCtx) -> None:
-        consumer = self._consumer
         assert self._slots is not None
-        fatal: Optional[BaseException] = None
         async with self._slots:  # at most `concurrency` handlers at once
-            if not consumer.received(ctx):
-                consumer.finished(ctx, None, -1.0)
+            if not self._received(ctx):
+                self._finished(ctx, None, -1.0)
                 return
-            started = time.perf_counter()
-            try:
-                await _awaited(consumer.handler(ctx))
-                error = None
-            except BaseException as exc:  # every way a handler ends must end its job
-                error = failure_text(exc, traceback=consumer.tracebacks)
-                if is_fatal(exc):
-                    fatal = exc
-        consumer.finished(ctx, error, time.perf_counter() - started)
+            error, seconds, fatal = await call_async_handler(self._handler, ctx, self._tracebacks)
+        self._finished(ctx, error, seconds)
         if fatal is not None:
-            consumer.abort(fatal)
+            self._abort(fatal)
 
     def close(self, graceful: bool = True) -> None:
         """Stop the threads (or the loop, closing it) and wait for them: at once after a
