@@ -8,10 +8,10 @@
 from ._compat import IMPLEMENTATION
 from ._version import __version__
 from .client import Client, OmniqClient, now_ms
-from .aio import AsyncClient
+from .aio import AsyncClient, AsyncConsumer, AsyncMultiConsumer
 from .consumer import CheckCompletion, Consumer, ConsumerStats, Exec, JobCtx, consume
 from .monitor import QueueMonitor
-from .aio.monitor import AsyncQueueMonitor
+from .aio import AsyncQueueMonitor
 from .multiqueue import MultiConsumer
 from .errors import (
     DuplicateJobs,
@@ -68,6 +68,8 @@ __all__ = [
     "__version__",
     "Client",
     "AsyncClient",
+    "AsyncConsumer",
+    "AsyncMultiConsumer",
     "OmniqClient",
     "now_ms",
     "consume",

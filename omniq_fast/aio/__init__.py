@@ -2,10 +2,14 @@
 
 :class:`AsyncClient` runs the same operations as :class:`~omniq_fast.Client` over one
 automatically pipelined connection; :class:`AsyncQueueMonitor` reads what
-:class:`~omniq_fast.QueueMonitor` reads.
+:class:`~omniq_fast.QueueMonitor` reads; :class:`AsyncConsumer` runs ``async def``
+handlers as tasks on the caller's loop, on the same decisions as
+:class:`~omniq_fast.Consumer`.
 """
 
 from .client import AsyncClient
+from .consumer import AsyncConsumer
 from .monitor import AsyncQueueMonitor
+from .multiqueue import AsyncMultiConsumer
 
-__all__ = ["AsyncClient", "AsyncQueueMonitor"]
+__all__ = ["AsyncClient", "AsyncConsumer", "AsyncMultiConsumer", "AsyncQueueMonitor"]

@@ -381,5 +381,16 @@ class AsyncClient:
         tracebacks: bool = True,
         burst: bool = False,
     ) -> "ConsumerStats":
-        # TODO(#11): the AsyncConsumer (another helper's branch) is wired in here.
-        raise NotImplementedError("AsyncClient.consume awaits the AsyncConsumer (issue #11)")
+        from .consumer import AsyncConsumer
+        from .multiqueue import AsyncMultiConsumer
+
+        kind: Any = AsyncConsumer if isinstance(queue, str) else AsyncMultiConsumer
+        return await kind(  # type: ignore[no-any-return]
+            self, queue, handler, poll_interval_s=poll_interval_s,
+            promote_interval_s=promote_interval_s, promote_batch=promote_batch,
+            reap_interval_s=reap_interval_s, reap_batch=reap_batch,
+            heartbeat_interval_s=heartbeat_interval_s, verbose=verbose, logger=logger,
+            drain=drain, stop_on_ctrl_c=stop_on_ctrl_c, max_jobs=max_jobs,
+            concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
+            observer=observer, tracebacks=tracebacks, burst=burst,
+        ).run()  # fmt: skip

@@ -291,9 +291,7 @@ class AsyncConsumer(StopOnSignals):
                     cancelled = True
                     self.stop()
         finally:
-            for task in helpers + workers:
-                task.cancel()
-            await asyncio.gather(*helpers, *workers, return_exceptions=True)
+            await _end(helpers + workers)
             self._book.clear()
             restore()
         if self._fatal is not None:
@@ -533,6 +531,22 @@ class AsyncConsumer(StopOnSignals):
                     self.wake_up()
         finally:
             await _drop(pubsub)
+
+
+async def _end(tasks: Sequence["asyncio.Future[Any]"]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again those still running: a cancel
+    that lands as a timeout inside the awaited call expires is swallowed by it (redis-py's
+    ``get_message(timeout=...)`` then returns None and the listener would listen on)."""
+    for task in tasks:
+        task.cancel()
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in pending:
+            task.cancel()
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a helper's error was logged where it happened
 
 
 async def _drop(pubsub: Any) -> None:
