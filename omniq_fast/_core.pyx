@@ -374,7 +374,10 @@ def new_ulid() -> str:
 
 cdef str _text(object item):
     if isinstance(item, bytes):
-        return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), NULL)
+        try:
+            return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), NULL)
+        except UnicodeDecodeError:
+            raise ProtocolError(f"expected UTF-8 text in the reply, got {item[:40]!r}") from None
     if isinstance(item, str):
         return item
     if isinstance(item, int):
@@ -401,7 +404,7 @@ cdef object _int(object item):
                 return PyLong_FromLongLong(-value if negative else value)
     try:
         return int(item)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ProtocolError(f"expected an integer in the reply, got {item!r}") from None
 
 
@@ -441,7 +444,8 @@ def parse_reserve_batch_reply(reply: object) -> Union[List[ReservedJob], Paused]
         return Paused()
     size = len(reply)
     if (status == b"JOB" or status == "JOB") and size >= 2:
-        count = _int(reply[1])
+        number = _int(reply[1])  # compared as a Python int first: it may not fit a C one
+        count = number if 0 <= number <= size else -1
         if count >= 0 and size == 2 + 7 * count:
             jobs = []
             for i in range(2, size, 7):
@@ -464,7 +468,7 @@ cdef object _reserved_job(object reply, Py_ssize_t i):
             _text(reply[i + 5]),
             _text(reply[i + 6]),
         )
-    except (ProtocolError, UnicodeDecodeError):
+    except ProtocolError:
         return _malformed_job(reply[i : i + 7])
     if not payload:
         return _malformed_job(reply[i : i + 7])
@@ -572,7 +576,10 @@ def encode_enqueue_batch(
 cdef tuple _lease_fields(object lease):
     if isinstance(lease, ReservedJob):
         return lease.job_id, lease.lease_token
-    job_id, token = lease[0], lease[1]
+    try:
+        job_id, token = lease[0], lease[1]
+    except (TypeError, IndexError, KeyError):
+        job_id = token = None
     if type(job_id) is not str or type(token) is not str:
         if not isinstance(job_id, str) or not isinstance(token, str):
             raise InvalidArgument(
@@ -632,6 +639,9 @@ def parse_job_results(reply: object, job_ids: Sequence[str], width: int) -> List
     items = reply
     for job_id in job_ids:
         status = items[i * w]
+        if type(status) is not bytes and type(status) is not str:
+            # The twin's reading of anything else: ints as text, bytearray or junk refused.
+            status = _text(status)
         value = items[i * w + 1] if w > 1 else b""
         if status == b"OK" or status == "OK":
             results.append(JobResult(job_id, "OK", _ms(value) if value else None))

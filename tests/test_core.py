@@ -184,3 +184,21 @@ def test_parse_reserve_reply(core: ModuleType) -> None:
 def test_parse_reserve_reply_rejects_malformed(core: ModuleType, reply: Any) -> None:
     with pytest.raises(ProtocolError):
         core.parse_reserve_reply(reply)
+
+
+def test_bad_text_and_numbers_in_replies_are_protocol_errors(core: ModuleType) -> None:
+    # Bytes that are not UTF-8 and numbers no int holds are the server's answer, reported
+    # as ProtocolError naming what was read, never as a decoding or overflow error.
+    job = [b"JOB", b"J\xff", b"{}", b"1", b"1", b"1", b"", b"t"]
+    with pytest.raises(ProtocolError, match=r"expected UTF-8 text in the reply, got b'J\\xff'"):
+        core.parse_reserve_reply(job)
+    with pytest.raises(ProtocolError, match="expected UTF-8 text"):
+        core.parse_job_results([b"\xfe"], ["J1"], 1)
+    with pytest.raises(ProtocolError, match="expected UTF-8 text"):
+        core.parse_job_results([b"ERR", b"bad \xc3"], ["J1"], 2)
+    with pytest.raises(ProtocolError, match="expected a string in the reply, got bytearray"):
+        core.parse_job_results([bytearray(b"OK")], ["J1"], 1)
+    with pytest.raises(ProtocolError, match="expected an integer in the reply, got inf"):
+        core.parse_reserve_reply([b"JOB", b"J", b"{}", math.inf, b"1", b"1", b"", b"t"])
+    with pytest.raises(ProtocolError, match="unexpected reserve_batch reply"):
+        core.parse_reserve_batch_reply([b"JOB", b"9" * 30])
