@@ -79,11 +79,16 @@ def encode_commands(commands: Iterable[Sequence[Arg]]) -> bytes:
 # would not produce.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
-# orjson writes NaN/Infinity as null, and formats floats below 1e-4 differently from
-# Python's repr ("1.5e-7" vs "1.5e-07", "0.00001" vs "1e-05"). These byte patterns are the
-# only ways such output can appear, so their absence proves the fast result is exact; their
-# presence (mostly in strings, which is rare) sends us to the stdlib for the exact answer.
-_SLOW_MARKERS = (b"null", b"e-", b"0.0000")
+# orjson formats floats below 1e-4 differently from Python's repr ("1.5e-7" vs "1.5e-07",
+# "0.00001" vs "1e-05"). These byte patterns are the only ways such output can appear, so
+# their absence proves the fast result is exact; their presence (mostly in strings, which is
+# rare) sends us to the stdlib for the exact answer.
+_FLOAT_MARKERS = (b"e-", b"0.0000")
+# orjson also writes NaN/Infinity as null, where the stdlib refuses them. A null is mostly a
+# None, though, which both write alike: reading the output back proves it. NaN or Infinity
+# would come back as None, unequal to what was written, and so go to the stdlib (which
+# refuses it); anything equal was plain data, and None's null is exact.
+_NULL_TEXT = b"null"
 
 
 def _to_structured(payload: Any) -> Any:
@@ -146,8 +151,9 @@ def dumps_payload(payload: Any) -> bytes:
         if "64-bit" not in str(exc):  # big ints are valid JSON: let the stdlib write them
             raise _not_serialisable(data, exc) from None
     else:
-        if not any(marker in out for marker in _SLOW_MARKERS):
-            return out
+        if not any(marker in out for marker in _FLOAT_MARKERS):
+            if _NULL_TEXT not in out or orjson.loads(out) == data:
+                return out
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:

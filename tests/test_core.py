@@ -90,6 +90,36 @@ def test_payload_edge_numbers_match(core: ModuleType, payload: Any) -> None:
     assert core.dumps_payload(payload) == official_encoding(payload)
 
 
+NONE_PAYLOADS = [
+    ({"a": None}, b'{"a":null}'),
+    ([1, None], b"[1,null]"),
+    ({"a": [None, {"b": None}], "n": "null"}, b'{"a":[null,{"b":null}],"n":"null"}'),
+    ({"x": None, "y": 1.5, "z": [True, None, "\u00e9"]}, '{"x":null,"y":1.5,"z":[true,null,"\u00e9"]}'.encode()),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), NONE_PAYLOADS)
+def test_none_payloads_take_the_fast_path(
+    core: ModuleType, payload: Any, expected: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes the stdlib path wrote before None went to orjson, and still writes.
+    assert core.dumps_payload(payload) == expected == official_encoding(payload)
+
+    class NoStdlib:
+        def dumps(self, *args: Any, **kwargs: Any) -> str:
+            raise AssertionError("None sent the payload to the slow stdlib encoder")
+
+    monkeypatch.setattr(core, "json", NoStdlib())
+    assert core.dumps_payload(payload) == expected
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_none_beside_nan_is_still_refused(core: ModuleType, bad: float) -> None:
+    # orjson writes NaN as null too: a null that reads back unequal goes to the stdlib.
+    with pytest.raises(InvalidPayloadValue):
+        core.dumps_payload({"a": None, "b": [None, bad]})
+
+
 @pytest.mark.parametrize("payload", ["text", 1, 1.5, None, b"raw", True, (1, 2), {1, 2}])
 def test_payload_must_be_structured(core: ModuleType, payload: Any) -> None:
     with pytest.raises(InvalidPayload) as info:
