@@ -301,11 +301,6 @@ class Transport:
             raise reply
         return reply
 
-    def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
-        """EVALSHA ``script`` with one key; see :meth:`run_encoded`."""
-        data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
-        return self.run_encoded(script, data)
-
     def run_many(
         self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
     ) -> list[Any]:
