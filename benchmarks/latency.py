@@ -25,7 +25,7 @@ import uuid
 import redis
 
 from omniq_fast import Client
-from omniq_fast.embedded import EmbeddedServer
+from omniq_fast.testing import EmbeddedServer
 
 _CONSUMER = textwrap.dedent(
     """
