@@ -17,7 +17,7 @@ from typing import Any
 
 from omniq_fast import AsyncClient, Client, Consumer
 from omniq_fast.aio.consumer import AsyncConsumer
-from omniq_fast.embedded import EmbeddedServer
+from omniq_fast.testing import EmbeddedServer
 
 
 def _queue(client: Client, jobs: int) -> str:

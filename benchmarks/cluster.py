@@ -72,7 +72,7 @@ import redis
 
 import omniq_fast
 from omniq_fast import Client
-from omniq_fast.embedded_cluster import ClusterNode, EmbeddedCluster
+from omniq_fast.testing import ClusterNode, EmbeddedCluster
 from omniq_fast.keys import queue_base
 
 QUEUES = 12

@@ -37,7 +37,7 @@ import redis
 
 from omniq_fast import Client, ReservedJob
 from omniq_fast import _core_py
-from omniq_fast.embedded import EmbeddedServer
+from omniq_fast.testing import EmbeddedServer
 
 
 @dataclass

@@ -26,7 +26,7 @@ import redis
 
 from omniq_fast import Client
 from omniq_fast._protocol import calls
-from omniq_fast.embedded import EmbeddedServer
+from omniq_fast.testing import EmbeddedServer
 
 _CONSUMER = textwrap.dedent(
     """

@@ -54,14 +54,16 @@ def _arg_bytes(arg: Arg) -> bytes:
     raise TypeError(f"cannot encode {type(arg).__name__} as a Redis argument")
 
 
+def _append_bulk(parts: List[bytes], arg: Arg) -> None:
+    data = _arg_bytes(arg)
+    parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+
+
 def encode_command(args: Sequence[Arg]) -> bytes:
     """One command as a RESP array of bulk strings, ready to write to the socket."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = _arg_bytes(arg)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(b"\r\n")
+        _append_bulk(parts, arg)
     return b"".join(parts)
 
 
@@ -77,11 +79,16 @@ def encode_commands(commands: Iterable[Sequence[Arg]]) -> bytes:
 # would not produce.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
-# orjson writes NaN/Infinity as null, and formats floats below 1e-4 differently from
-# Python's repr ("1.5e-7" vs "1.5e-07", "0.00001" vs "1e-05"). These byte patterns are the
-# only ways such output can appear, so their absence proves the fast result is exact; their
-# presence (mostly in strings, which is rare) sends us to the stdlib for the exact answer.
-_SLOW_MARKERS = (b"null", b"e-", b"0.0000")
+# orjson formats floats below 1e-4 differently from Python's repr ("1.5e-7" vs "1.5e-07",
+# "0.00001" vs "1e-05"). These byte patterns are the only ways such output can appear, so
+# their absence proves the fast result is exact; their presence (mostly in strings, which is
+# rare) sends us to the stdlib for the exact answer.
+_FLOAT_MARKERS = (b"e-", b"0.0000")
+# orjson also writes NaN/Infinity as null, where the stdlib refuses them. A null is mostly a
+# None, though, which both write alike: reading the output back proves it. NaN or Infinity
+# would come back as None, unequal to what was written, and so go to the stdlib (which
+# refuses it); anything equal was plain data, and None's null is exact.
+_NULL_TEXT = b"null"
 
 
 def _to_structured(payload: Any) -> Any:
@@ -144,8 +151,9 @@ def dumps_payload(payload: Any) -> bytes:
         if "64-bit" not in str(exc):  # big ints are valid JSON: let the stdlib write them
             raise _not_serialisable(data, exc) from None
     else:
-        if not any(marker in out for marker in _SLOW_MARKERS):
-            return out
+        if not any(marker in out for marker in _FLOAT_MARKERS):
+            if _NULL_TEXT not in out or orjson.loads(out) == data:
+                return out
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
@@ -205,7 +213,12 @@ def new_ulid() -> str:
 
 def _text(item: object) -> str:
     if isinstance(item, bytes):
-        return item.decode("utf-8")
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError:
+            # A reply's bytes are whatever a job hash holds: bad text is the server's
+            # answer, not a bug here, and callers handle one error type for bad replies.
+            raise ProtocolError(f"expected UTF-8 text in the reply, got {item[:40]!r}") from None
     if isinstance(item, str):
         return item
     if isinstance(item, int):
@@ -216,7 +229,7 @@ def _text(item: object) -> str:
 def _int(item: object) -> int:
     try:
         return int(item)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a RESP3 double of inf
         raise ProtocolError(f"expected an integer in the reply, got {item!r}") from None
 
 
@@ -274,7 +287,7 @@ def _reserved_job(reply: List[Any], i: int) -> ReservedJob:
             gid=_text(reply[i + 5]),
             lease_token=_text(reply[i + 6]),
         )
-    except (ProtocolError, UnicodeDecodeError):
+    except ProtocolError:
         return _malformed_job(reply[i : i + 7])
     if not payload:
         return _malformed_job(reply[i : i + 7])
@@ -346,27 +359,43 @@ def encode_enqueue_batch(
     (their own options over ``defaults``); every item is checked and encoded before the
     command exists, so a bad item means nothing of the batch is sent.
     """
-    args: List[Arg] = [b"EVALSHA", sha, b"1", anchor, now_ms, len(items)]
+    n = len(items)
+    # Written in order as it is checked (a bad header argument fails before a bad item),
+    # the defaults' six arguments encoded once for every plain payload.
+    parts = [b"*%d\r\n" % (6 + 8 * n)]
+    for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+        _append_bulk(parts, arg)
+    shared: List[bytes] = []
+    for arg in defaults:
+        _append_bulk(shared, arg)
+    shared_bytes = b"".join(shared)
     ids: List[str] = []
     for item in items:
         if isinstance(item, Job):
             opts = job_options(item, defaults)
             body = dumps_payload(item.payload)
             job_id = check_id("job_id", item.job_id) if item.job_id else new_ulid()
+            _append_bulk(parts, job_id)
+            _append_bulk(parts, body)
+            for arg in opts:
+                _append_bulk(parts, arg)
         else:
-            opts = defaults
             body = dumps_payload(item)
             job_id = new_ulid()
-        attempts, timeout, backoff, due, gid, limit = opts
-        args += (job_id, body, attempts, timeout, backoff, due, gid, limit)
+            _append_bulk(parts, job_id)
+            _append_bulk(parts, body)
+            parts.append(shared_bytes)
         ids.append(job_id)
-    return encode_command(args), ids
+    return b"".join(parts), ids
 
 
 def _lease_fields(lease: Any) -> Tuple[str, str]:
     if isinstance(lease, ReservedJob):
         return lease.job_id, lease.lease_token
-    job_id, token = lease[0], lease[1]
+    try:
+        job_id, token = lease[0], lease[1]
+    except (TypeError, IndexError, KeyError):
+        job_id = token = None
     if not isinstance(job_id, str) or not isinstance(token, str):
         raise InvalidArgument(f"a lease is a ReservedJob or (job_id, lease_token), not {lease!r}")
     return job_id, token
@@ -384,16 +413,19 @@ def encode_lease_batch(
 
     A lease is a :class:`~omniq_fast.types.ReservedJob` or a ``(job_id, lease_token)`` pair.
     """
-    args: List[Arg] = [b"EVALSHA", sha, b"1", anchor, now_ms, len(leases)]
+    n = len(leases)
+    parts = [b"*%d\r\n" % (6 + (2 if errors is None else 3) * n)]
+    for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+        _append_bulk(parts, arg)
     ids: List[str] = []
     for i, lease in enumerate(leases):
         job_id, token = _lease_fields(lease)
-        args.append(job_id)
-        args.append(token)
+        _append_bulk(parts, job_id)
+        _append_bulk(parts, token)
         if errors is not None:
-            args.append(errors[i] or "")
+            _append_bulk(parts, errors[i] or "")
         ids.append(job_id)
-    return encode_command(args), ids
+    return b"".join(parts), ids
 
 
 def _ms(item: object) -> Optional[int]:

@@ -297,17 +297,6 @@ class SlotRoute:
 
     # ------------------------------------------------------------------ Transport's API
 
-    def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
-        data = self._router._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
-        return self.run_encoded(script, data)
-
-    def run_encoded(self, script: Script, data: bytes) -> Any:
-        """Run one encoded EVALSHA of ``script`` on the slot's master; raises error replies."""
-        (reply,) = self.run_many([(script, data)])
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
-
     def run_many(
         self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
     ) -> list[Any]:

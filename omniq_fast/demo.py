@@ -22,7 +22,7 @@ from .errors import InvalidArgument
 from .options import check_int
 from .consumer import Consumer, JobCtx
 from .types import Job
-from .embedded import EmbeddedServer
+from .testing import EmbeddedServer
 from .monitor import QueueMonitor
 
 __all__ = ["run_demo", "DemoResult"]

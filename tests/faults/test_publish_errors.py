@@ -29,7 +29,7 @@ from omniq_fast import (
     ServerUnreachable,
     did_not_run,
 )
-from omniq_fast.embedded import free_ports
+from omniq_fast.testing import free_ports
 
 
 def _job_keys(admin: redis.Redis, queue: str) -> list[bytes]:

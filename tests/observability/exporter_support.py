@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from metrics_support import scrape, value
 from omniq_fast import Client, QueueMonitor, ReservedJob
-from omniq_fast.embedded import free_ports
+from omniq_fast.testing import free_ports
 
 LANES = ("wait", "gwait", "active", "delayed", "failed", "completed")
 

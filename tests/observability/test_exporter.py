@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter_support import build_state, check_against_monitor, exporter_env, exporter_process
 from metrics_support import scrape, value
 from omniq_fast import Client, QueueMonitor
-from omniq_fast.embedded import free_ports
+from omniq_fast.testing import free_ports
 from omniq_fast.exporter import QueueCollector
 
 

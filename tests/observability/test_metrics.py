@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from metrics_support import scrape, value
 from omniq_fast import Client, Consumer, Exec, JobCtx
-from omniq_fast.embedded import free_ports
+from omniq_fast.testing import free_ports
 from omniq_fast.metrics import (
     MULTIPROC_ENV,
     WorkerMetrics,

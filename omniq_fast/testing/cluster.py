@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Literal, Optional, Union
 import redis
 from redis.crc import key_slot
 
-from .embedded import free_ports
+from .server import free_ports
 
 __all__ = ["SLOTS", "ClusterNode", "EmbeddedCluster", "find_server_binary"]
 
