@@ -85,7 +85,7 @@ def enqueue_options(
     if (
         # The common case in one expression (``type(x) is int`` refuses bool too); any
         # doubt falls through to the checks that say what is wrong.
-        gid is None and group_limit == 0 and type(max_attempts) is int
+        (gid is None or gid == "") and group_limit == 0 and type(max_attempts) is int
         and type(timeout_ms) is int and type(backoff_ms) is int and type(due_ms) is int
         and type(group_limit) is int and 1 <= max_attempts <= MAX_ATTEMPTS
         and 1 <= timeout_ms <= MAX_TIMEOUT_MS and 0 <= backoff_ms <= MAX_BACKOFF_MS

@@ -161,20 +161,50 @@ class _CountingWrites:
         link.writer.write = write  # type: ignore[method-assign]
 
 
+def _script_calls(r: redis.Redis) -> int:
+    stats = r.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
 def test_concurrent_publishes_share_few_writes(redis_url: str, qname: str, r: redis.Redis) -> None:
-    async def main() -> tuple[list[str], _CountingWrites]:
+    async def main() -> tuple[list[str], _CountingWrites, int]:
         async with AsyncClient(redis_url) as c:
             await c.is_paused(qname)  # connected (and the mode checked)
             counter = _CountingWrites(c)
+            before = _script_calls(r)
             ids = await asyncio.gather(*(c.publish(qname, {"i": i}) for i in range(1000)))
-            return ids, counter
+            return ids, counter, _script_calls(r) - before
 
-    ids, counter = run(main())
+    ids, counter, scripts = run(main())
     assert len(set(ids)) == 1000
-    assert r.llen("{" + qname + "}:wait") == 1000
-    # One write per event-loop turn (or per 32 KiB): a few dozen at most, not 1000.
-    assert 1 <= counter.writes <= 50, counter.writes
-    assert counter.bytes > 1000 * 100  # every call (and its wake) went out
+    assert r.lrange("{" + qname + "}:wait", 0, -1) == [i.encode() for i in ids]  # call order
+    # The loop turn's publishes went as one enqueue_batch call (1000 jobs fit one), in one
+    # write or a few; the server ran one script, not 1000 (other tests may add a few).
+    assert 1 <= counter.writes <= 5, counter.writes
+    assert counter.bytes > 1000 * 30  # every job's id and payload went out
+    assert 1 <= scripts < 100, scripts
+
+
+def test_concurrent_publishes_each_get_their_own_outcome(
+    redis_url: str, qname: str, r: redis.Redis
+) -> None:
+    """A batch of single publishes: a duplicate id fails only its caller, a bad argument
+    fails at once in its caller and joins no batch, the others are queued."""
+    from omniq_fast.errors import DuplicateJob, InvalidArgument
+
+    async def main() -> list[Any]:
+        async with AsyncClient(redis_url) as c:
+            await c.publish(qname, {"first": True}, job_id="taken")
+            calls = [c.publish(qname, {"i": i}, job_id=f"j{i}") for i in range(5)]
+            calls.insert(2, c.publish(qname, {"again": True}, job_id="taken"))
+            calls.insert(4, c.publish(qname, {"bad": True}, max_attempts=0))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    out = run(main())
+    assert out[:2] == ["j0", "j1"] and out[3] == "j2" and out[5:] == ["j3", "j4"]
+    assert isinstance(out[2], DuplicateJob) and out[2].job_id == "taken"
+    assert isinstance(out[4], InvalidArgument)
+    assert r.lrange("{" + qname + "}:wait", 0, -1) == [b"taken", b"j0", b"j1", b"j2", b"j3", b"j4"]
 
 
 def test_replies_reach_their_own_callers(redis_url: str, qname: str, r: redis.Redis) -> None:
