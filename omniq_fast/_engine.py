@@ -25,7 +25,7 @@ from .options import check_number
 from .scripts import Script
 from .transport import Transport, connect_error
 
-__all__ = ["Engine", "now_ms", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
+__all__ = ["Engine", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,16 @@ SOCKET_TIMEOUT_S = 30.0
 def now_ms() -> int:
     """Milliseconds since the epoch, as every script expects."""
     return time.time_ns() // 1_000_000
+
+
+def with_defaults(redis_options: dict[str, Any], client_name: Optional[str]) -> dict[str, Any]:
+    """The options a client's own connections get (both shells): its name, and the
+    connect and reply timeouts unless given."""
+    if client_name is not None:
+        redis_options["client_name"] = client_name
+    redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+    return redis_options
 
 
 def _is_cluster_at_db0(client: redis_py.Redis) -> bool:
@@ -91,10 +101,7 @@ class Engine:
             self._router = ClusterRouter(redis, self.core, cluster_retry_s)
             return
         if redis is None:
-            if client_name is not None:
-                redis_options["client_name"] = client_name
-            redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-            redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+            with_defaults(redis_options, client_name)
             # from_url lets the URL win over keyword options, so keywords alone (the
             # OmniqClient constructor) build the client directly.
             if url is None:

@@ -36,16 +36,14 @@ from .errors import (
     ServerUnreachable,
     reply_error,
 )
+from ._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
+from ._protocol.noscript import is_noscript as _is_noscript
 from .scripts import Script
 
 __all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
-#: How many times a call answered NOSCRIPT is loaded and re-sent before the NOSCRIPT reply
-#: reaches the caller: a SCRIPT FLUSH can land between the load and the re-run, but a loop
-#: of flushes must not keep a call going for ever.
-MAX_NOSCRIPT_RETRIES = 5
 _READ_SIZE = 1 << 16
 _EXHAUSTED = StopIteration()  # marks a source that simply ran out
 
@@ -63,8 +61,6 @@ class Batch(Generic[T]):
         self.tag = tag
 
 
-def _is_noscript(reply: object) -> bool:
-    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 def connect_error(exc: BaseException) -> BaseException:
@@ -378,21 +374,10 @@ class Transport:
         what = "+".join(script.name for script, _ in calls)
         replies = self.roundtrip(data, count, what)
         for _ in range(MAX_NOSCRIPT_RETRIES):
-            missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
-            if not missing:
+            again = resend(self._core, calls, replies)
+            if again is None:
                 break
-            scripts = {calls[i][0].name: calls[i][0] for i in missing}
-            load = b"".join(
-                self._core.encode_command((b"SCRIPT", b"LOAD", s.source)) for s in scripts.values()
-            )
-            again = self.roundtrip(
-                load + b"".join(calls[i][1] for i in missing), len(scripts) + len(missing), what
-            )
-            for loaded in again[: len(scripts)]:
-                if isinstance(loaded, ReplyError):
-                    raise loaded
-            for i, reply in zip(missing, again[len(scripts) :]):
-                replies[i] = reply
+            again.merge(replies, self.roundtrip(again.data, again.count, what))
         return replies
 
     def close(self) -> None:

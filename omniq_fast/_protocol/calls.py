@@ -27,11 +27,13 @@ from ..errors import (
 from ..keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor, wake_channel
 from ..options import check_id, check_int, enqueue_options
 from ..scripts import Script, script
-from ..types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
+from ..types import (
+    AckFailResult, BatchResultItem, Job, JobResult, Paused, ReservedJob, ReserveResult,
+)  # fmt: skip
 
 __all__ = [
     "Call", "Plan", "Lease", "MAX_BATCH", "MAX_SCRIPT_BATCH", "evalsha", "text",
-    "wake_command", "publish", "reserve", "heartbeat", "ack_success", "ack_fail",
+    "wake_command", "checked_publish", "publish", "reserve", "heartbeat", "ack_success", "ack_fail",
     "promote_delayed", "reap_expired", "job_timeout_ms", "pause", "resume", "is_paused",
     "retry_failed", "retry_failed_batch", "remove_job", "remove_jobs_batch", "childs_init",
     "child_ack", "reserve_many", "per_lease", "release_many",
@@ -178,6 +180,33 @@ _ENQUEUE_STATUS = _status("ENQUEUE")
 # ---------------------------------------------------------------------- producing
 
 
+def checked_publish(
+    core: ModuleType,
+    queue: str,
+    payload: Any,
+    job_id: Optional[str],
+    max_attempts: int,
+    timeout_ms: int,
+    backoff_ms: int,
+    due_ms: int,
+    gid: Optional[str],
+    group_limit: int,
+) -> tuple[str, bytes, Job]:
+    """``publish``'s arguments checked in order (nothing is sent when one is bad): the
+    queue's anchor, the encoded payload, and the job with its options and its id (given
+    now when none was, so the caller knows it before anything is sent)."""
+    anchor = queue_anchor(queue)  # the name is checked first, like every other argument
+    body = core.dumps_payload(payload)
+    attempts, timeout, backoff, due, group, limit = enqueue_options(
+        max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit
+    )
+    if job_id is None or job_id == "":
+        job_id = core.new_ulid()
+    else:
+        check_id("job_id", job_id)
+    return anchor, body, Job(payload, job_id, attempts, timeout, backoff, due, group, limit)
+
+
 def publish(
     core: ModuleType,
     queue: str,
@@ -192,16 +221,11 @@ def publish(
     now: int,
 ) -> Call[str]:
     """``enqueue`` of one job, its wake message in the same write; the result is its id."""
-    anchor = queue_anchor(queue)  # the name is checked first, like every other argument
-    body = core.dumps_payload(payload)
-    attempts, timeout, backoff, due, group, limit = enqueue_options(
-        max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit
-    )
-    if job_id is None or job_id == "":
-        job_id = core.new_ulid()
-    else:
-        check_id("job_id", job_id)
-    the_id: str = job_id
+    anchor, body, job = checked_publish(
+        core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms, gid,
+        group_limit,
+    )  # fmt: skip
+    the_id: str = job.job_id  # type: ignore[assignment]
 
     def parse(reply: Any) -> str:
         if isinstance(reply, list) and reply and text(reply[0]) == "DUPLICATE":
@@ -209,8 +233,9 @@ def publish(
         _ENQUEUE_STATUS(reply)
         return the_id
 
-    argv = (the_id, body, attempts, timeout, backoff, now, due, group, limit)
-    return _script_call(core, "enqueue", anchor, argv, parse, wake=queue)
+    argv = (the_id, body, job.max_attempts, job.timeout_ms, job.backoff_ms, now, job.due_ms,
+            job.gid, job.group_limit)  # fmt: skip
+    return _script_call(core, "enqueue", anchor, argv, parse, wake=queue)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- consuming

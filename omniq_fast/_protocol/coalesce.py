@@ -23,10 +23,9 @@ from types import ModuleType
 from typing import Any, Optional, Union
 
 from ..errors import DuplicateJob, ProtocolError, ReplyError, lease_error, reply_error
-from ..keys import queue_anchor
-from ..options import EnqueueOptions, check_id, enqueue_options
+from ..options import EnqueueOptions
 from ..types import Job
-from .calls import MAX_SCRIPT_BATCH, text
+from .calls import MAX_SCRIPT_BATCH, checked_publish, text
 
 __all__ = ["checked_job", "outcomes", "copy_error", "MAX_SCRIPT_BATCH", "DEFAULTS"]
 
@@ -46,18 +45,13 @@ def checked_job(
     gid: Optional[str],
     group_limit: int,
 ) -> tuple[str, Job]:
-    """``publish``'s arguments checked in ``publish``'s order, as the batch item that
-    carries them (its id given now, so the caller's id is known before the batch goes)."""
-    anchor = queue_anchor(queue)
-    core.dumps_payload(payload)  # refuses what cannot be encoded, before anything is sent
-    attempts, timeout, backoff, due, group, limit = enqueue_options(
-        max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit
-    )
-    if job_id is None or job_id == "":
-        job_id = core.new_ulid()
-    else:
-        check_id("job_id", job_id)
-    return anchor, Job(payload, job_id, attempts, timeout, backoff, due, group, limit)
+    """``publish``'s arguments checked as a single publish checks them, as the batch
+    item that carries them; with the queue's anchor."""
+    anchor, _, job = checked_publish(
+        core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms, gid,
+        group_limit,
+    )  # fmt: skip
+    return anchor, job
 
 
 def copy_error(exc: BaseException) -> BaseException:

@@ -20,13 +20,13 @@ import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from .. import _compat
-from .._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
+from .._engine import with_defaults
 from .._protocol.calls import Call, Plan, text, wake_command
 from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError, ServerUnreachable
 from ..options import check_number
 from ..scripts import Script
-from ..transport import MAX_NOSCRIPT_RETRIES
-from ..transport import _is_noscript  # the one test of a NOSCRIPT reply
+from .._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
+from .._protocol.noscript import is_noscript as _is_noscript
 from ._connection import Connection
 
 __all__ = ["AsyncEngine", "ClusterNotSupported"]
@@ -79,10 +79,7 @@ class AsyncEngine:
         self._checked = cluster is False  # whether the server is known not to be a cluster
         self._checking: Optional[asyncio.Future[None]] = None
         if redis is None:
-            if client_name is not None:
-                redis_options["client_name"] = client_name
-            redis_options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
-            redis_options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
+            with_defaults(redis_options, client_name)
             if url is None:
                 redis = aredis.Redis(**redis_options)
             else:
@@ -214,18 +211,8 @@ class AsyncEngine:
         what = "+".join(s.name for s, _ in calls)
         replies = await self.connection.request(data, len(calls) + len(extra), what)
         for _ in range(MAX_NOSCRIPT_RETRIES):
-            # A NOSCRIPT reply means that call did nothing: load its script, send it again.
-            missing = [i for i, reply in enumerate(replies[: len(calls)]) if _is_noscript(reply)]
-            if not missing:
+            again = resend(self.core, calls, replies)
+            if again is None:
                 break
-            scripts = {calls[i][0].name: calls[i][0] for i in missing}
-            load = b"".join(self.load_command(s) for s in scripts.values())
-            again = await self.connection.request(
-                load + b"".join(calls[i][1] for i in missing), len(scripts) + len(missing), what
-            )
-            for loaded in again[: len(scripts)]:
-                if isinstance(loaded, ReplyError):
-                    raise loaded
-            for i, reply in zip(missing, again[len(scripts) :]):
-                replies[i] = reply
+            again.merge(replies, await self.connection.request(again.data, again.count, what))
         return replies

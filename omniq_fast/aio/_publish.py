@@ -15,8 +15,8 @@ from typing import Any, Iterator, Optional
 
 from .._protocol.streams import PublishRun, Sent, retry_delay
 from ..errors import ConnectionLost, ReplyError
-from ..transport import MAX_NOSCRIPT_RETRIES
-from ..transport import _is_noscript  # the one test of a NOSCRIPT reply
+from .._protocol.noscript import MAX_NOSCRIPT_RETRIES
+from .._protocol.noscript import is_noscript as _is_noscript
 from ._connection import NotSent
 from ._engine import AsyncEngine
 
