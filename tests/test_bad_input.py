@@ -72,8 +72,10 @@ def _dataclass_with_datetime() -> Any:
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """Our client on both shells: the asyncio one must refuse the same input, typed, with
+    nothing written (its single publishes are batched, so a bad one must fail alone)."""
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
