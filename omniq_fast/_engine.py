@@ -129,6 +129,11 @@ class Engine:
                 self._router.close()
             if self.transport is not None:
                 self.transport.close()
+        else:  # the connections it held go back to the pools of the client it was given
+            if self._router is not None:
+                self._router.release_held()
+            if self.transport is not None:
+                self.transport.release_held()
 
     # ------------------------------------------------------------------ routing
 

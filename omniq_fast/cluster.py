@@ -247,7 +247,15 @@ class ClusterRouter:
                 pass
             self._refreshed_at = time.monotonic()
 
+    def release_held(self) -> None:
+        """Give every node transport's held connection back to its pool."""
+        with self._lock:
+            transports = list(self._transports.values())
+        for transport in transports:
+            transport.release_held()
+
     def close(self) -> None:
+        self.release_held()
         self.redis.close()
 
 

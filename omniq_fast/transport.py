@@ -15,6 +15,7 @@ import select
 import socket
 import ssl
 import threading
+import weakref
 from collections import deque
 from types import ModuleType
 from typing import Any, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
@@ -139,6 +140,15 @@ class _Wire:
         return replies
 
 
+def _give_back(pool: Any, held: list[Any]) -> None:
+    for conn in held:
+        try:
+            pool.release(conn)
+        except Exception:  # the pool is gone or closed: nothing is left to give back to
+            pass
+    held.clear()
+
+
 def _closed_by_peer(sock: socket.socket) -> bool:
     """Whether the server closed (or wrote unasked to) an idle connection: a peek that
     does not block. Checked before reusing the held wire, as redis-py's pool checks a
@@ -169,6 +179,11 @@ class Transport:
         self._held: Optional[_Wire] = None
         self._held_lock = threading.Lock()
         self._pid = os.getpid()
+        # The held connection goes back to the pool when this transport is closed or
+        # garbage-collected: a client made on a shared redis-py client (``redis=``) and
+        # dropped without close() must not keep a connection of that pool for ever.
+        self._held_conn: list[Any] = []
+        weakref.finalize(self, _give_back, self._pool, self._held_conn)
 
     # ------------------------------------------------------------------ checkout
 
@@ -179,25 +194,38 @@ class Transport:
             # A forked child must not share the parent's socket: forget it (the parent
             # still owns it) and start afresh, as redis-py's pool does.
             self._held, self._held_lock, self._pid = None, threading.Lock(), os.getpid()
+            self._held_conn[:] = []
         if self._held_lock.acquire(blocking=False):
             wire = self._held
             if wire is not None and not _closed_by_peer(wire.sock):
                 return wire
             try:
                 if wire is not None:
-                    self._held = None
+                    self._hold(None)
                     wire.conn.disconnect()
                     self._pool.release(wire.conn)
                 wire = self._pooled()
                 if isinstance(wire.sock, ssl.SSLSocket):
                     self._held_lock.release()  # the lock is not held for a pooled wire
                     return wire
-                self._held = wire
+                self._hold(wire)
                 return wire
             except BaseException:
                 self._held_lock.release()
                 raise
         return self._pooled()
+
+    def _hold(self, wire: Optional[_Wire]) -> None:
+        self._held = wire
+        self._held_conn[:] = [] if wire is None else [wire.conn]
+
+    def release_held(self) -> None:
+        """Give the held connection back to the pool (waits for a call using it)."""
+        with self._held_lock:
+            wire = self._held
+            self._hold(None)
+        if wire is not None:
+            self._pool.release(wire.conn)
 
     def _pooled(self) -> _Wire:
         try:
@@ -216,7 +244,7 @@ class Transport:
     def _checkin(self, wire: _Wire, healthy: bool) -> None:
         if wire is self._held:
             if not healthy:
-                self._held = None
+                self._hold(None)
                 wire.conn.disconnect()
                 self._pool.release(wire.conn)
             self._held_lock.release()
@@ -381,9 +409,6 @@ class Transport:
         return replies
 
     def close(self) -> None:
-        with self._held_lock:
-            wire, self._held = self._held, None
-        if wire is not None:
-            self._pool.release(wire.conn)
+        self.release_held()
         self.redis.close()
 
