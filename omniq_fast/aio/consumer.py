@@ -45,6 +45,7 @@ from ..errors import TRANSIENT_ERRORS, InvalidOptionType
 from ..keys import validate_queue_name, wake_channel
 from ..observe import ConsumerObserver, ObserverGuard
 from ..options import check_consumer_options
+from ._tasks import cancel_and_wait
 from ..outage import Backoff, Outage
 from ..reporting import is_async_handler, received_line, report
 from ..stopping import LineLogger, StopOnSignals
@@ -291,7 +292,7 @@ class AsyncConsumer(StopOnSignals):
                     cancelled = True
                     self.stop()
         finally:
-            await _end(helpers + workers)
+            await cancel_and_wait(helpers + workers)
             self._book.clear()
             restore()
         if self._fatal is not None:
@@ -531,22 +532,6 @@ class AsyncConsumer(StopOnSignals):
                     self.wake_up()
         finally:
             await _drop(pubsub)
-
-
-async def _end(tasks: Sequence["asyncio.Future[Any]"]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again those still running: a cancel
-    that lands as a timeout inside the awaited call expires is swallowed by it (redis-py's
-    ``get_message(timeout=...)`` then returns None and the listener would listen on)."""
-    for task in tasks:
-        task.cancel()
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=0.1)
-        for task in pending:
-            task.cancel()
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: a helper's error was logged where it happened
 
 
 async def _drop(pubsub: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Optional
 
 from ._data import DashboardData
 from ._history import History
+from ..aio._tasks import cancel_and_wait
 
 __all__ = ["Sampler"]
 
@@ -47,11 +48,7 @@ class Sampler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def sample_once(self) -> None:
