@@ -11,6 +11,7 @@ command encoded, the reply's meaning decided there) and runs it on the client's
 
 from __future__ import annotations
 
+import threading
 import warnings
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, TypeVar, Union
@@ -223,6 +224,7 @@ class Client:
             self._core, jobs_by_queue,
             (max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit),
             batch_size, retry, lambda: self._now(now_ms_override), engine.wake_command,
+            threading.Lock(),  # replies are booked from one thread per cluster node
         )  # fmt: skip
         return publish_many(engine, run)
 

@@ -8,7 +8,7 @@ here, once.
 
 from __future__ import annotations
 
-import threading
+from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 from types import ModuleType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
@@ -49,11 +49,12 @@ class Sent:
 
 
 class Outcome:
-    """Where each sent batch's jobs ended, filled from the replies (several threads on a
-    cluster: one lock, uncontended in the asyncio shell)."""
+    """Where each sent batch's jobs ended, filled from the replies. ``lock`` guards it
+    where replies are booked from several threads (the blocking shell on a cluster: one
+    thread per node); the asyncio shell needs none."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, lock: Optional[AbstractContextManager[Any]] = None) -> None:
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         self.written: list[tuple[int, list[str]]] = []
         self.duplicates: list[tuple[int, list[str]]] = []
         self.unknown: list[Sent] = []
@@ -142,7 +143,8 @@ class PublishRun:
     the bookkeeping of their replies. The shells only send the batches and sleep.
 
     ``clock`` reads the time for each batch's ``now`` (batches of a long generator are
-    encoded minutes apart); ``wake(queue)`` is the queue's encoded wake message.
+    encoded minutes apart); ``wake(queue)`` is the queue's encoded wake message; ``lock``
+    is :class:`Outcome`'s.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class PublishRun:
         retry: int,
         clock: Callable[[], int],
         wake: Callable[[str], bytes],
+        lock: Optional[AbstractContextManager[Any]] = None,
     ) -> None:
         self.anchors = {queue: queue_anchor(queue) for queue in jobs_by_queue}
         self.defaults: EnqueueOptions = enqueue_options(*options)
@@ -167,7 +170,7 @@ class PublishRun:
                 check_jobs(jobs, self.defaults)
         self.jobs_by_queue = jobs_by_queue
         self.script = script("enqueue_batch")
-        self.outcome = Outcome()
+        self.outcome = Outcome(lock)
         self.retry = retry
         self.tries = 0
         self._core = core
