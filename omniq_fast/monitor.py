@@ -186,7 +186,8 @@ class QueueMonitor:
         number of SCAN calls (it may come back short, with a cursor, on a huge keyspace).
         A group is listed under the first of its keys that exists, in the order wait,
         inflight, limit, so a full walk lists each group once; as with SCAN, a group
-        created or emptied during the walk may be missed or seen twice.
+        created or emptied during the walk may be missed or seen twice, and a resize of the
+        server's keyspace table between two pages may list a group again.
         """
         return self._run(plans.groups_page(queue, cursor, limit, default_limit))
 

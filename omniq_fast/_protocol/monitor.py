@@ -468,7 +468,9 @@ def groups_page(queue: str, cursor: str, limit: int, default_limit: int) -> Plan
     """Up to ``limit`` (1..200) groups with their status, and the next page's cursor.
 
     A bounded number of SCAN calls on the queue's node; a page that ends inside a SCAN
-    batch resumes after its last gid (see ``QueueMonitor.groups_page``)."""
+    batch resumes after its last gid (see ``QueueMonitor.groups_page``). As with SCAN, a
+    group may come again on a later page when the server resizes its keyspace table
+    between two pages."""
     prefix = group_key_prefix(queue)
     size = max(1, min(int(limit), _GROUP_PAGE_MAX))
     scan_cursor, count, after = _parse_groups_cursor(cursor, size)

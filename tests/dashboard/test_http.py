@@ -109,7 +109,10 @@ def test_ten_thousand_groups_come_a_page_at_a_time(web: TestClient, client: Clie
     assert second.count("data-gid=") == 50
     firsts = {g.split('"')[0] for g in page.text.split('data-gid="')[1:]}
     seconds = {g.split('"')[0] for g in second.split('data-gid="')[1:]}
-    assert not firsts & seconds
+    # SCAN lists every group at least once, but may list one again when the server
+    # resizes its keyspace table between two pages (10,000 new groups just made it grow;
+    # seen once in the wheel suite): the next page must go on, not start over.
+    assert seconds != firsts and len(seconds - firsts) >= 25, len(firsts & seconds)
     ready = web.get(f"/queues/{qname}?lane=gwait")
     assert ready.text.count("/group?gid=") == 25 and "Page 1 of 400" in ready.text
 
