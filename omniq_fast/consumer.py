@@ -43,7 +43,7 @@ from .observe import ConsumerObserver, ObserverGuard
 from .options import check_consumer_options
 from .outage import Outage
 from .reporting import is_async_handler, received_line, report
-from .stopping import LineLogger, StopOnSignals
+from .stopping import LineLogger, StopOnSignals, signals_to_main_thread
 from .wake import WakeListener
 from .workers import ThreadLoop, Workers, call_handler
 
@@ -192,17 +192,20 @@ class Consumer(StopOnSignals):
         stops gracefully, and the exception is raised here afterwards."""
         restore = self._install_signals()
         engine = self._engine
-        self._beats = HeartbeatScheduler(engine.core, self.queue, engine.run_plan, now_ms)
-        workers = None
-        if not self._inline:
-            workers = Workers(
-                self.handler, self.concurrency, is_async=self._async,
-                tracebacks=self.tracebacks, received=self.received, finished=self.finished,
-                abort=self.abort,
-            )  # fmt: skip
-        listener = None
-        if self.wake:
-            listener = WakeListener(self.queue, self.wake_up, engine.mode, lambda: engine.redis)
+        with signals_to_main_thread():  # our threads leave SIGINT/SIGTERM to the handler's
+            self._beats = HeartbeatScheduler(engine.core, self.queue, engine.run_plan, now_ms)
+            workers = None
+            if not self._inline:
+                workers = Workers(
+                    self.handler, self.concurrency, is_async=self._async,
+                    tracebacks=self.tracebacks, received=self.received,
+                    finished=self.finished, abort=self.abort,
+                )  # fmt: skip
+            listener = None
+            if self.wake:
+                listener = WakeListener(
+                    self.queue, self.wake_up, engine.mode, lambda: engine.redis
+                )
         graceful = False
         try:
             self._loop(workers)

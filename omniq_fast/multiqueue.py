@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .consumer import Consumer, Handler
-from .stopping import LineLogger, StopOnSignals
+from .stopping import LineLogger, StopOnSignals, signals_to_main_thread
 from .context import ConsumerStats
 from .errors import InvalidArgument
 from .keys import validate_queue_name
@@ -89,8 +89,9 @@ class MultiConsumer(StopOnSignals):
             for c in self.consumers
         ]
         try:
-            for thread in threads:
-                thread.start()
+            with signals_to_main_thread():  # SIGINT/SIGTERM reach this thread's handlers
+                for thread in threads:
+                    thread.start()
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.1)  # short joins keep Ctrl+C deliverable

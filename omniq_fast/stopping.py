@@ -8,17 +8,42 @@ installed by the blocking side (the asyncio side installs the same handlers on i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from .context import JobCtx
 
-__all__ = ["StopOnSignals", "LineLogger"]
+__all__ = ["StopOnSignals", "LineLogger", "signals_to_main_thread"]
 
 LineLogger = Union[Callable[[str], Any], logging.Logger]
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Threads started inside this block never receive SIGINT or SIGTERM (they inherit
+    the blocked mask), so the kernel delivers those signals to the main thread.
+
+    Python runs signal handlers in the main thread, but the kernel may deliver a signal
+    sent to the process to any thread that does not block it; a main thread asleep in a
+    handler (``time.sleep``, a socket read) is then not woken, and a Ctrl+C that should
+    exit at once waits for the handler to return (seen once in a CI run: 30 s).
+    """
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = block(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
 
 
 class StopOnSignals:
