@@ -17,10 +17,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
 from .cluster import _CONNECT_ERRORS, SlotRoute, _Patience, redirect_of
-from ._protocol.streams import PublishRun, Sent, retry_delay
+from ._protocol.streams import Feed, PublishRun, Sent, retry_delay
 from .errors import ClusterUnavailable, ConnectionLost
 from .scripts import Script
 from .transport import Batch, Transport
@@ -33,32 +33,16 @@ __all__ = ["QueueStream", "run_streams", "StreamsFailed", "publish_many"]
 T = TypeVar("T")
 
 
-class QueueStream(Generic[T]):
-    """One queue's batches: ``source`` yields them; ``retry`` holds redirected ones."""
+class QueueStream(Feed[Batch[T]]):
+    """One queue's batches (a :class:`~omniq_fast._protocol.streams.Feed`) and where they
+    go: ``redirect`` is the redirection seen this round, if any."""
 
-    __slots__ = ("anchor", "source", "retry", "redirect", "exhausted")
+    __slots__ = ("anchor", "redirect")
 
     def __init__(self, anchor: str, source: Iterator[Batch[T]]) -> None:
+        super().__init__(source)
         self.anchor = anchor
-        self.source = source
-        self.retry: deque[Batch[T]] = deque()
         self.redirect: Optional[tuple[str, str]] = None  # (kind, address) seen this round
-        self.exhausted = False
-
-    def next_batch(self) -> Optional[Batch[T]]:
-        if self.retry:
-            return self.retry.popleft()
-        if self.exhausted:
-            return None
-        try:
-            return next(self.source)
-        except StopIteration:
-            self.exhausted = True
-            return None
-
-    @property
-    def finished(self) -> bool:
-        return self.exhausted and not self.retry
 
 
 class StreamsFailed(Exception):
@@ -105,7 +89,7 @@ def run_streams(
             stream = active.popleft()
             if stream.redirect is not None:
                 continue  # its later batches would bounce too; replan them
-            batch = stream.next_batch()
+            batch = stream.next()
             if batch is None:
                 continue
             active.append(stream)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 from types import ModuleType
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from collections import deque
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Optional, TypeVar
 
 from ..errors import (
     ClusterUnavailable,
@@ -30,8 +31,38 @@ from ..scripts import script
 from .calls import MAX_SCRIPT_BATCH, text
 
 __all__ = [
-    "Sent", "Outcome", "PublishRun", "resendable", "chunks", "retry_delay", "publish_failure",
+    "Feed", "Sent", "Outcome", "PublishRun", "resendable", "chunks", "retry_delay", "publish_failure",
 ]  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+class Feed(Generic[T]):
+    """One queue's batches in sending order: those to send again first (``retry``), then
+    the rest of its ``source``. Both shells' streams take batches from feeds."""
+
+    __slots__ = ("retry", "source", "exhausted")
+
+    def __init__(self, source: Iterator[T]) -> None:
+        self.retry: deque[T] = deque()
+        self.source = source
+        self.exhausted = False
+
+    def next(self) -> Optional[T]:
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        try:
+            return next(self.source)
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    @property
+    def finished(self) -> bool:
+        return self.exhausted and not self.retry
 
 
 class Sent:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from .._protocol.streams import PublishRun, Sent, retry_delay
+from .._protocol.streams import Feed, PublishRun, Sent, retry_delay
 from ..errors import ConnectionLost, ReplyError
 from .._protocol.noscript import MAX_NOSCRIPT_RETRIES
 from .._protocol.noscript import is_noscript as _is_noscript
@@ -27,36 +27,10 @@ __all__ = ["publish_many"]
 WINDOW = 2
 
 
-class _Feed:
-    """One queue's batches: those to send again first, then the rest of its source."""
-
-    __slots__ = ("retry", "source", "exhausted")
-
-    def __init__(self, source: Iterator[Sent]) -> None:
-        self.retry: deque[Sent] = deque()
-        self.source = source
-        self.exhausted = False
-
-    def next(self) -> Optional[Sent]:
-        if self.retry:
-            return self.retry.popleft()
-        if self.exhausted:
-            return None
-        try:
-            return next(self.source)
-        except StopIteration:
-            self.exhausted = True
-            return None
-
-    @property
-    def finished(self) -> bool:
-        return self.exhausted and not self.retry
-
-
 async def publish_many(engine: AsyncEngine, run: PublishRun) -> dict[str, list[str]]:
     """Stream a ``publish_many_queues`` call's batches; send again what ``run`` says may
     go again after a failure (sleeping between tries); its result or its error."""
-    feeds = {q: _Feed(run.batches(q)) for q in run.jobs_by_queue}
+    feeds = {q: Feed(run.batches(q)) for q in run.jobs_by_queue}
     await engine.ready()
     while True:
         failed = await _stream(engine, run, feeds)
@@ -72,7 +46,7 @@ async def publish_many(engine: AsyncEngine, run: PublishRun) -> dict[str, list[s
 
 
 async def _stream(
-    engine: AsyncEngine, run: PublishRun, feeds: dict[str, _Feed]
+    engine: AsyncEngine, run: PublishRun, feeds: dict[str, Feed[Sent]]
 ) -> Optional[tuple[BaseException, list[Sent]]]:
     """Send every feed's batches once through; None when all were answered and booked,
     else the first failure and the batches whose outcome it made unknown."""
