@@ -37,8 +37,8 @@ from omniq_fast import AsyncClient, Client, now_ms
 from omniq_fast import _compat as core
 from omniq_fast.testing import EmbeddedServer
 from omniq_fast.keys import queue_anchor
-from omniq_fast.options import enqueue_options
-from omniq_fast.scripts import script
+from omniq_fast._options import enqueue_options
+from omniq_fast._scripts import script
 
 ENQUEUE = script("enqueue")
 

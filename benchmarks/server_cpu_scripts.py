@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from omniq_fast.scripts import script
+from omniq_fast._scripts import script
 
 
 def script_stats(r: redis.Redis) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
-from .options import EnqueueOptions, check_id, job_options
+from ._options import EnqueueOptions, check_id, job_options
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 cdef extern from "Python.h":

@@ -18,7 +18,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import orjson
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
-from .options import EnqueueOptions, check_id, job_options
+from ._options import EnqueueOptions, check_id, job_options
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 An :class:`Engine` runs the pure :class:`~omniq_fast._protocol.calls.Call` objects the client
 builds: it finds out once whether the server is a cluster, routes each call by its anchor
-(the one server's :class:`~omniq_fast.transport.Transport`, or the route to the slot's
+(the one server's :class:`~omniq_fast._transport.Transport`, or the route to the slot's
 master), sends it, and hands the reply to the call's own reader. It decides nothing about
 what a reply means.
 """
@@ -19,11 +19,11 @@ from redis.cluster import RedisCluster
 
 from . import _compat
 from ._protocol.calls import Call, Plan, wake_command
-from .cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
+from ._cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument
-from .options import check_number
-from .scripts import Script
-from .transport import Transport, connect_error
+from ._options import check_number
+from ._scripts import Script
+from ._transport import Transport, connect_error
 
 __all__ = ["Engine", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
 

@@ -24,8 +24,8 @@ from ._protocol import calls
 from ._protocol.calls import MAX_BATCH, MAX_SCRIPT_BATCH, Lease
 from ._protocol.streams import PublishRun
 from .keys import validate_queue_name
-from .options import MAX_EPOCH_MS, check_int
-from .pipelines import publish_many
+from ._options import MAX_EPOCH_MS, check_int
+from ._pipelines import publish_many
 from .types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Client:
     (``False`` skips the check); a ``redis.cluster.RedisCluster`` may be passed as
     ``redis=``. Each queue's commands then go to the master owning its slot, and
     ``cluster_retry_s`` bounds how long an operation waits while its slot is migrated or
-    failed over (see :mod:`omniq_fast.cluster`).
+    failed over (see :mod:`omniq_fast._cluster`).
     """
 
     def __init__(

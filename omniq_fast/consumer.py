@@ -35,17 +35,17 @@ from ._protocol.effects import (
     Effect, Failing, HoldBeats, Line, Log, Recovered, Release, Report, ResumeBeats,
     StartBeats, StopBeats,
 )  # fmt: skip
-from .context import CheckCompletion, ConsumerStats, Exec, JobCtx
+from ._context import CheckCompletion, ConsumerStats, Exec, JobCtx
 from .errors import TRANSIENT_ERRORS
-from .heartbeats import HeartbeatScheduler, default_heartbeat_interval
+from ._heartbeats import HeartbeatScheduler, default_heartbeat_interval
 from .keys import validate_queue_name
 from .observe import ConsumerObserver, ObserverGuard
-from .options import check_consumer_options
-from .outage import Outage
-from .reporting import is_async_handler, received_line, report
-from .stopping import LineLogger, StopOnSignals, signals_to_main_thread
-from .wake import WakeListener
-from .workers import ThreadLoop, Workers, call_handler
+from ._options import check_consumer_options
+from ._outage import Outage
+from ._reporting import is_async_handler, received_line, report
+from ._stopping import LineLogger, StopOnSignals, signals_to_main_thread
+from ._wake import WakeListener
+from ._workers import ThreadLoop, Workers, call_handler
 
 if TYPE_CHECKING:
     from .client import Client

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from .client import Client, now_ms
 from .errors import InvalidArgument
-from .options import check_int
+from ._options import check_int
 from .consumer import Consumer, JobCtx
 from .types import Job
 from .testing import EmbeddedServer

@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from .context import JobCtx
+from ._context import JobCtx
 from .errors import MissingExtra, OmniqError
 from .observe import OUTCOMES, Outcome
 

@@ -13,11 +13,11 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .consumer import Consumer, Handler
-from .stopping import LineLogger, StopOnSignals, signals_to_main_thread
-from .context import ConsumerStats
+from ._stopping import LineLogger, StopOnSignals, signals_to_main_thread
+from ._context import ConsumerStats
 from .errors import InvalidArgument
 from .keys import validate_queue_name
-from .options import check_flag
+from ._options import check_flag
 
 if TYPE_CHECKING:
     from .client import Client

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Literal, Optional, Protocol
 
-from .context import JobCtx
+from ._context import JobCtx
 
 __all__ = ["Outcome", "OUTCOMES", "ConsumerObserver", "ObserverGuard"]
 

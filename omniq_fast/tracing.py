@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 from ._version import __version__
 from .client import Client
 from .consumer import Consumer
-from .context import JobCtx
+from ._context import JobCtx
 from .errors import MissingExtra
 from .types import Job
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pytest
 import redis
 
-from omniq_fast.scripts import script
+from omniq_fast._scripts import script
 
 
 def connect(url: str, **options: Any) -> Any:

@@ -21,7 +21,7 @@ from omniq_fast import (
     OmniqError,
     ReservedJob,
 )
-from omniq_fast.options import (
+from omniq_fast._options import (
     MAX_ATTEMPTS,
     MAX_BACKOFF_MS,
     MAX_EPOCH_MS,

@@ -295,7 +295,7 @@ def test_a_standalone_server_is_not_taken_for_a_cluster(redis_url: str) -> None:
 
 
 def test_cluster_redirections_are_recognised() -> None:
-    from omniq_fast.cluster import redirect_of
+    from omniq_fast._cluster import redirect_of
     from omniq_fast.errors import ReplyError
 
     assert redirect_of(ReplyError("MOVED 3999 127.0.0.1:7001")) == ("MOVED", "127.0.0.1:7001")

@@ -25,7 +25,7 @@ import redis
 
 from omniq_fast import AdminError, Client, ConnectionLost, Consumer, ConsumerStats, JobCtx, now_ms
 from omniq_fast.consumer import CheckCompletion, default_heartbeat_interval
-from omniq_fast.scripts import script
+from omniq_fast._scripts import script
 from support import job_hash, wait_until
 
 #: Fast loop settings: tests finish in milliseconds instead of the defaults' seconds.

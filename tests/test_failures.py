@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omniq_fast.failures import MAX_FAILURE_BYTES, failure_text
+from omniq_fast._failures import MAX_FAILURE_BYTES, failure_text
 
 
 def _raised(exc: BaseException) -> BaseException:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import omniq_fast
 from omniq_fast import _compat, _core_py
 from omniq_fast.errors import ProtocolError
-from omniq_fast.options import enqueue_options
+from omniq_fast._options import enqueue_options
 from omniq_fast.types import Job, ReservedJob
 
 NO_EXTENSIONS = bool(os.environ.get("OMNIQ_FAST_NO_EXTENSIONS"))

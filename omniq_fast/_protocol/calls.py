@@ -25,8 +25,8 @@ from ..errors import (
     lease_error,
 )
 from ..keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor, wake_channel
-from ..options import check_id, check_int, enqueue_options
-from ..scripts import Script, script
+from .._options import check_id, check_int, enqueue_options
+from .._scripts import Script, script
 from ..types import (
     AckFailResult, BatchResultItem, Job, JobResult, Paused, ReservedJob, ReserveResult,
 )  # fmt: skip

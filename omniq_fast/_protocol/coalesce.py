@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Optional, Union
 
 from ..errors import DuplicateJob, ProtocolError, ReplyError, lease_error, reply_error
-from ..options import EnqueueOptions
+from .._options import EnqueueOptions
 from ..types import Job
 from .calls import MAX_SCRIPT_BATCH, checked_publish, text
 

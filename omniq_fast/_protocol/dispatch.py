@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
-from ..context import ConsumerStats, JobCtx
+from .._context import ConsumerStats, JobCtx
 from ..errors import ProtocolError, did_not_run
 from ..keys import queue_anchor
-from ..scripts import Script, script
+from .._scripts import Script, script
 from ..types import JobResult, MalformedJob, Paused, ReservedJob
 from . import calls
 from .backoff import Backoff

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ..context import JobCtx
+from .._context import JobCtx
 
 __all__ = [
     "Effect", "StartBeats", "StopBeats", "HoldBeats", "ResumeBeats", "Release", "Report",

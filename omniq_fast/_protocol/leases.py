@@ -17,7 +17,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Iterable, Optional, Sequence
 
-from ..context import JobCtx
+from .._context import JobCtx
 from ..types import JobResult
 from . import calls
 from .backoff import Backoff

@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any, Optional, Sequence
 
 from ..errors import ReplyError
-from ..scripts import Script
+from .._scripts import Script
 
 __all__ = ["MAX_NOSCRIPT_RETRIES", "is_noscript", "Resend", "resend"]
 

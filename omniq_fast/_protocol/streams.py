@@ -26,8 +26,8 @@ from ..errors import (
     did_not_run,
 )
 from ..keys import queue_anchor
-from ..options import EnqueueOptions, check_int, check_jobs, enqueue_options
-from ..scripts import script
+from .._options import EnqueueOptions, check_int, check_jobs, enqueue_options
+from .._scripts import script
 from .calls import MAX_SCRIPT_BATCH, text
 
 __all__ = [

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .._engine import now_ms
 from .._protocol.coalesce import DEFAULTS, MAX_SCRIPT_BATCH, copy_error, outcomes
-from ..scripts import script
+from .._scripts import script
 from ..types import Job
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import redis.asyncio as aredis
 
 from ..errors import ProtocolError
-from ..transport import connect_error, lost
+from .._transport import connect_error, lost
 
 __all__ = ["Connection", "NotSent"]
 

@@ -23,8 +23,8 @@ from .. import _compat
 from .._engine import with_defaults
 from .._protocol.calls import Call, Plan, text, wake_command
 from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError, ServerUnreachable
-from ..options import check_number
-from ..scripts import Script
+from .._options import check_number
+from .._scripts import Script
 from .._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from .._protocol.noscript import is_noscript as _is_noscript
 from ._connection import Connection

@@ -2,7 +2,7 @@
 
 What each reply means, which batches go again after a failure and the error the caller
 sees are :class:`~omniq_fast._protocol.streams.PublishRun`'s decisions, shared with the
-blocking client (:func:`omniq_fast.pipelines.publish_many`). Here the batches only travel:
+blocking client (:func:`omniq_fast._pipelines.publish_many`). Here the batches only travel:
 the queues' batches interleaved, a couple in flight on the connection while the server
 runs the previous one, every in-flight reply read (and booked) before the run stops.
 """

@@ -26,7 +26,7 @@ from .._protocol.coalesce import checked_job
 from .._protocol.streams import PublishRun
 from ..client import Client
 from ..keys import validate_queue_name
-from ..options import MAX_EPOCH_MS, check_int
+from .._options import MAX_EPOCH_MS, check_int
 from ..types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
 from ._coalesce import Coalescer
 from ._engine import AsyncEngine

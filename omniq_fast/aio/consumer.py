@@ -40,16 +40,16 @@ from .._protocol.effects import (
 )  # fmt: skip
 from .._protocol.leases import LeaseBook
 from ..consumer import Consumer
-from ..context import ConsumerStats, JobCtx
+from .._context import ConsumerStats, JobCtx
 from ..errors import TRANSIENT_ERRORS, InvalidOptionType
 from ..keys import validate_queue_name, wake_channel
 from ..observe import ConsumerObserver, ObserverGuard
-from ..options import check_consumer_options
+from .._options import check_consumer_options
 from ._tasks import cancel_and_wait
-from ..outage import Backoff, Outage
-from ..reporting import is_async_handler, received_line, report
-from ..stopping import LineLogger, StopOnSignals
-from ..workers import call_async_handler
+from .._outage import Backoff, Outage
+from .._reporting import is_async_handler, received_line, report
+from .._stopping import LineLogger, StopOnSignals
+from .._workers import call_async_handler
 
 if TYPE_CHECKING:
     from .client import AsyncClient

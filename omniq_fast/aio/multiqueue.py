@@ -12,11 +12,11 @@ import asyncio
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..context import ConsumerStats
+from .._context import ConsumerStats
 from ..errors import InvalidArgument
 from ..keys import validate_queue_name
-from ..options import check_flag
-from ..stopping import LineLogger, StopOnSignals
+from .._options import check_flag
+from .._stopping import LineLogger, StopOnSignals
 from .consumer import AsyncConsumer, AsyncHandler
 
 if TYPE_CHECKING:

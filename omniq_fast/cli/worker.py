@@ -30,7 +30,7 @@ import click
 
 from ..client import Client
 from ..consumer import MAX_PREFETCH, Consumer
-from ..context import ConsumerStats
+from .._context import ConsumerStats
 from ..logs import configure_logging
 from ..multiqueue import MultiConsumer
 from .options import CliError, check_queue, connect, redis_url_option, shown_url

@@ -19,7 +19,7 @@ from redis.cluster import RedisCluster
 
 from conftest import name_on
 from omniq_fast import Client, Consumer, InvalidArgument, JobCtx
-from omniq_fast.cluster import SlotRoute
+from omniq_fast._cluster import SlotRoute
 
 POLL = {"poll_interval_s": 0.01, "promote_interval_s": 0.05, "reap_interval_s": 0.05}
 

@@ -30,7 +30,7 @@ What must hold at the end, once every queue is drained:
   queue both received and ran new jobs after it.
 
 The focused tests drive one migration by hand (``CLUSTER SETSLOT ... MIGRATING /
-IMPORTING``) to check the rule of :mod:`omniq_fast.cluster` for scripts and reads during a
+IMPORTING``) to check the rule of :mod:`omniq_fast._cluster` for scripts and reads during a
 migration: a script waits until the migration ends, running on neither node meanwhile,
 then runs on the new owner; with a short ``cluster_retry_s`` it gives up with
 ``ClusterUnavailable`` having changed nothing; a plain read follows ``ASK`` and answers

@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterator, Optional, Union
 
-from .context import JobCtx
+from ._context import JobCtx
 
 __all__ = ["StopOnSignals", "LineLogger", "signals_to_main_thread"]
 

@@ -20,8 +20,8 @@ from ._protocol.leases import (
     LeaseBook,
     default_heartbeat_interval,
 )
-from .context import JobCtx
-from .outage import Outage
+from ._context import JobCtx
+from ._outage import Outage
 from .types import JobResult
 
 __all__ = ["HeartbeatScheduler", "default_heartbeat_interval", "BEATS_PER_LEASE"]

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from ._protocol.effects import Report
-from .context import JobCtx
+from ._context import JobCtx
 from .observe import ObserverGuard
 
 __all__ = ["SHOWN_PAYLOAD_CHARS", "is_async_handler", "received_line", "report"]

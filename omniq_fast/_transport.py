@@ -39,7 +39,7 @@ from .errors import (
 )
 from ._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from ._protocol.noscript import is_noscript as _is_noscript
-from .scripts import Script
+from ._scripts import Script
 
 __all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES"]
 

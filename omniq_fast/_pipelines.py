@@ -9,7 +9,7 @@ In a cluster a batch can come back redirected (``MOVED``, ``ASK``, ``TRYAGAIN``,
 ``CLUSTERDOWN``), which means it did not run. That queue stops feeding its node; once the
 node's stream is drained, its redirected batches (in their order) and its remaining source
 are planned again on the refreshed map. Scripts are never followed through ``ASK``, for the
-reason given in :mod:`omniq_fast.cluster`.
+reason given in :mod:`omniq_fast._cluster`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 
-from .cluster import _CONNECT_ERRORS, SlotRoute, _Patience, redirect_of
+from ._cluster import _CONNECT_ERRORS, SlotRoute, _Patience, redirect_of
 from ._protocol.streams import Feed, PublishRun, Sent, retry_delay
 from .errors import ClusterUnavailable, ConnectionLost
-from .scripts import Script
-from .transport import Batch, Transport
+from ._scripts import Script
+from ._transport import Batch, Transport
 
 if TYPE_CHECKING:
     from ._engine import Engine

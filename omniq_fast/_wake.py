@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import TRANSIENT_ERRORS
 from .keys import wake_channel
-from .outage import Backoff, Outage
+from ._outage import Backoff, Outage
 
 if TYPE_CHECKING:
-    from .cluster import ClusterRouter
+    from ._cluster import ClusterRouter
 
 __all__ = ["WakeListener"]
 

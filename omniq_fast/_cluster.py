@@ -3,7 +3,7 @@
 Every key of a queue carries the ``{queue}`` hash tag, so a queue lives in one slot and a
 script touching it runs whole on one master. redis-py's ``RedisCluster`` keeps the topology
 (which master serves which slot, a connection pool per node); we write to those nodes
-through the same :class:`~omniq_fast.transport.Transport` as in standalone mode.
+through the same :class:`~omniq_fast._transport.Transport` as in standalone mode.
 
 How redirections are handled, and why:
 
@@ -40,8 +40,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ClusterUnavailable, ConnectionLost, InvalidArgument, ReplyError
-from .scripts import Script
-from .transport import Transport
+from ._scripts import Script
+from ._transport import Transport
 
 __all__ = [
     "ClusterRouter", "SlotRoute", "RESEND_SAFE", "redirect_of", "is_cluster", "cluster_client",

@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from .context import JobCtx
-from .failures import failure_text
+from ._context import JobCtx
+from ._failures import failure_text
 
 __all__ = ["Workers", "ThreadLoop", "call_handler", "call_async_handler", "is_fatal"]
 
