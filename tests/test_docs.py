@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from omniq_fast.testing import free_ports
 from support import delete_prefixed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,9 +160,11 @@ def _localised(code: str, url: str) -> str:
     db = int(parts.path.strip("/") or 0)
     for local in ("redis://localhost:6379/0", "redis://127.0.0.1:6379/0"):
         code = code.replace(local, url)
-    return code.replace(
+    code = code.replace(
         'host="localhost", port=6379', f'host="{parts.hostname}", port={parts.port}, db={db}'
     )
+    # A port the block serves on: a free one here, so parallel runs do not collide.
+    return code.replace("serve_worker_metrics(9100)", f"serve_worker_metrics({free_ports(1)[0]})")
 
 
 @pytest.mark.parametrize("block", _of_kind("run"))
