@@ -310,3 +310,12 @@ def test_home_links_every_guide() -> None:
     for page in (DOCS / "guides").glob("*.md"):
         if page.name != "index.md":
             assert f"(guides/{page.name})" in home, f"the home page does not link {page.name}"
+
+
+def test_readme_links_resolve() -> None:
+    """mkdocs checks the site's links; the README, read on the forge, is checked here."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 15
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
