@@ -68,10 +68,14 @@ class Paused:
 
 #: Official SDK names, kept so imports written against it keep working.
 ReserveJob = ReservedJob
+"""The official SDK's name for :class:`ReservedJob`."""
 ReservePaused = Paused
+"""The official SDK's name for :class:`Paused`."""
 
 #: ``None`` when the queue is empty.
 ReserveResult = Optional[Union[ReservedJob, Paused]]
+"""What ``reserve`` returns: a :class:`ReservedJob`, :class:`Paused`, or ``None`` when the
+queue is empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class BatchResultItem:
 
 #: ``("RETRY", due_ms)`` or ``("FAILED", None)``.
 AckFailResult = Tuple[Literal["RETRY", "FAILED"], Optional[int]]
+"""What ``ack_fail`` returns: ``("RETRY", due_ms)`` or ``("FAILED", None)``."""
 
 
 @dataclass(frozen=True, slots=True)
