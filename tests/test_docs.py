@@ -145,6 +145,13 @@ def test_included_examples_exist_and_are_tested() -> None:
         assert f'"{Path(name).name}"' in tests, f"{name} has no test in tests/test_examples.py"
 
 
+@pytest.fixture(scope="module")
+def redis_url(private_redis_url: str) -> str:
+    """The examples use fixed queue names (``emails``, ``reports``...): they run on a server
+    of this module's own, never on a shared one whose keys they did not make."""
+    return private_redis_url
+
+
 @pytest.fixture
 def server(redis_url: str) -> Iterator[str]:
     conn = redis.Redis.from_url(redis_url)

@@ -3,7 +3,7 @@
 The docs include these files verbatim (``--8<--``), so a page's example cannot rot without
 this file failing. Each runs as a user runs it: a subprocess with ``REDIS_URL`` set (the
 FastAPI app through starlette's TestClient), bounded in time. The queues they use are
-their own names (``emails``, ``reports``...): their keys are deleted before and after.
+their own names (``emails``, ``reports``...), on a server of this module's own.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ if not EXAMPLES.is_dir():  # the wheels' test runs copy tests/ alone
 
 #: Every queue (and counter) an example touches: cleaned before and after each test.
 QUEUES = ["demo", "emails", "imports", "reports", "albums", "thumbnails", "thumbs", "billing"]
+
+
+@pytest.fixture(scope="module")
+def redis_url(private_redis_url: str) -> str:
+    """The examples use fixed queue names (``emails``, ``reports``...): they run on a server
+    of this module's own, never on a shared one whose keys they did not make."""
+    return private_redis_url
 
 
 @pytest.fixture
