@@ -142,6 +142,7 @@ class AsyncEngine:
         cluster mode it is asked only once the router is ready (after :meth:`ready`)."""
         wake = self._wakes.get(queue)
         if wake is None:
+            assert self._checked, "the mode decides the wake command: ready() first"
             if len(self._wakes) >= _WAKE_CACHE:
                 self._wakes.clear()
             sharded = self.router is not None and self.router.sharded_pubsub
