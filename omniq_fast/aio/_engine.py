@@ -142,11 +142,12 @@ class AsyncEngine:
         cluster mode it is asked only once the router is ready (after :meth:`ready`)."""
         wake = self._wakes.get(queue)
         if wake is None:
-            assert self._checked, "the mode decides the wake command: ready() first"
-            if len(self._wakes) >= _WAKE_CACHE:
-                self._wakes.clear()
             sharded = self.router is not None and self.router.sharded_pubsub
-            wake = self._wakes[queue] = wake_command(self.core, queue, sharded)
+            wake = wake_command(self.core, queue, sharded)
+            if self._checked:  # before, the mode may still change what it should be
+                if len(self._wakes) >= _WAKE_CACHE:
+                    self._wakes.clear()
+                self._wakes[queue] = wake
         return wake
 
     async def pubsub(self, channel: str) -> tuple[Any, bool]:
@@ -195,7 +196,6 @@ class AsyncEngine:
                 self._run_many, owns=True,
             )  # fmt: skip
             await router.start()
-            self._wakes.clear()  # none was encoded yet (nothing was sent), to be sure
             self.router = router
             await self._drop_single()
         self._checked = True
