@@ -187,6 +187,8 @@ class ClusterRouter:
             self.moved(slot, address)
         if settlement.force_refresh:
             self.refresh(force=True)
+        if settlement.give_up is not None:
+            raise settlement.give_up
         if settlement.delay:
             time.sleep(settlement.delay)
 

@@ -110,16 +110,24 @@ class Patience:
 
 
 class Settlement:
-    """What to do about one round of redirections before trying again: the slots to
-    record as moved (``(slot, address)``), whether to re-read the slot map at once
-    (``force_refresh``), and how long to sleep (``delay``, 0 for not at all)."""
+    """What to do about one round of redirections, in this order: record the slots as
+    moved (``(slot, address)``), re-read the slot map at once if ``force_refresh``, then
+    raise ``give_up`` if the operation's patience ran out (a ClusterUnavailable: it did not
+    run), else sleep ``delay`` seconds (0: not at all) and try again."""
 
-    __slots__ = ("moved", "force_refresh", "delay")
+    __slots__ = ("moved", "force_refresh", "delay", "give_up")
 
-    def __init__(self, moved: list[tuple[int, str]], force_refresh: bool, delay: float) -> None:
+    def __init__(
+        self,
+        moved: list[tuple[int, str]],
+        force_refresh: bool,
+        delay: float,
+        give_up: Optional[ClusterUnavailable] = None,
+    ) -> None:
         self.moved = moved
         self.force_refresh = force_refresh
         self.delay = delay
+        self.give_up = give_up
 
 
 def settle(
@@ -128,8 +136,8 @@ def settle(
     """React to the redirections of one round, ``(slot, (kind, address))`` each: note the
     owner each ``MOVED`` names, and wait unless every one was simply moved. The first
     ``MOVED`` round needs no sleep; later ones mean the nodes do not agree yet (a failover
-    being announced). ``ASK`` needs no new map, only time. Raises ClusterUnavailable when
-    the operation's patience ran out."""
+    being announced). ``ASK`` needs no new map, only time. When the operation's patience
+    has run out the settlement's ``give_up`` is set (after the map work is done)."""
     moved: list[tuple[int, str]] = []
     kinds: set[str] = set()
     for slot, (kind, address) in redirects:
@@ -139,15 +147,18 @@ def settle(
             kinds.add(kind)
     if not kinds:
         patience.moved += 1
-        delay = 0.0
-        if patience.moved > 1:
-            delay = patience.wait("the nodes do not agree on who owns the slot yet", now)
-        return Settlement(moved, False, delay)
-    why = (
-        "the slot is migrating" if kinds == {"ASK"}
-        else f"cluster answered {', '.join(sorted(kinds))}"
-    )  # fmt: skip
-    return Settlement(moved, kinds != {"ASK"}, patience.wait(why, now))
+        if patience.moved == 1:
+            return Settlement(moved, False, 0.0)
+        why = "the nodes do not agree on who owns the slot yet"
+    elif kinds == {"ASK"}:
+        why = "the slot is migrating"
+    else:
+        why = f"cluster answered {', '.join(sorted(kinds))}"
+    force = bool(kinds) and kinds != {"ASK"}
+    try:
+        return Settlement(moved, force, patience.wait(why, now))
+    except ClusterUnavailable as exc:
+        return Settlement(moved, force, 0.0, exc)
 
 
 def owner_address(moved_to: Optional[str], mapped: Optional[str]) -> tuple[Optional[str], bool]:

@@ -200,6 +200,8 @@ class AsyncClusterRouter:
             self.moved(slot, address)
         if settlement.moved or settlement.force_refresh:
             await self.refresh(force=settlement.force_refresh)
+        if settlement.give_up is not None:
+            raise settlement.give_up
         if settlement.delay:
             await asyncio.sleep(settlement.delay)
 
