@@ -39,6 +39,8 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._protocol import routing
+from ._protocol.routing import RESEND_SAFE, redirect_of
 from .errors import ClusterUnavailable, ConnectionLost, InvalidArgument, ReplyError
 from ._scripts import Script
 from ._transport import Transport
@@ -47,42 +49,10 @@ __all__ = [
     "ClusterRouter", "SlotRoute", "RESEND_SAFE", "redirect_of", "is_cluster", "cluster_client",
 ]
 
-#: Scripts sent again after a connection broke with their effect unknown, because a second
-#: run changes nothing more: ``heartbeat`` sets the same lock again (same ``now``) and
-#: answers the same; ``child_ack`` records the child id before it counts, so a repeat
-#: reports the same remainder; promote and reap move only what is still due (their count
-#: then leaves out the first run's, which only the consumer's housekeeping reads). Not here: enqueue
-#: (a second run queues the job twice), reserve (leases a second job), and the acks,
-#: release, retry, remove, pause/resume and ``childs_init``, whose second run would be
-#: refused or answer differently, hiding the first one's outcome from the caller. The
-#: consumer re-sends its own acks and counts a refusal as ``ack_unknown``.
-RESEND_SAFE = frozenset(
-    {"heartbeat", "heartbeat_batch", "promote_delayed", "reap_expired", "child_ack"}
-)
-
 _CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-_BACKOFF_FIRST_S = 0.005
-_BACKOFF_MAX_S = 0.1
 _ASKING = b"*1\r\n$6\r\nASKING\r\n"
 
 T = TypeVar("T")
-
-
-def redirect_of(reply: object) -> Optional[tuple[str, str]]:
-    """``(kind, address)`` if ``reply`` is a cluster redirection, else None.
-
-    ``kind`` is ``MOVED``, ``ASK``, ``TRYAGAIN`` or ``CLUSTERDOWN`` (address ``""`` for the
-    last two). Each of them means the command did not run.
-    """
-    if not isinstance(reply, ReplyError):
-        return None
-    message = str(reply)
-    kind, _, rest = message.partition(" ")
-    if kind in ("MOVED", "ASK"):
-        return kind, rest.rpartition(" ")[2]
-    if kind in ("TRYAGAIN", "CLUSTERDOWN"):
-        return kind, ""
-    return None
 
 
 def _major_version(client: RedisCluster) -> int:
@@ -110,34 +80,26 @@ def cluster_client(client: redis.Redis) -> RedisCluster:
     return RedisCluster(host=host, port=port, **kwargs)
 
 
-class _Patience:
-    """The retry budget of one operation: backs off, then gives up with ClusterUnavailable."""
+class _Patience(routing.Patience):
+    """:class:`~omniq_fast._protocol.routing.Patience` on the monotonic clock: ``sleep``
+    sleeps the delay the core decides (or raises ClusterUnavailable)."""
 
-    __slots__ = ("deadline", "delay", "what", "moved")
+    __slots__ = ()
 
     def __init__(self, retry_s: float, what: str) -> None:
-        self.deadline = time.monotonic() + retry_s
-        self.delay = _BACKOFF_FIRST_S
-        self.what = what
-        self.moved = 0
+        super().__init__(retry_s, what, time.monotonic())
 
-    def wait(self, why: str) -> None:
-        now = time.monotonic()
-        if now >= self.deadline:
-            raise ClusterUnavailable(f"{self.what} did not run: {why}")
-        time.sleep(min(self.delay, self.deadline - now))
-        self.delay = min(self.delay * 2, _BACKOFF_MAX_S)
+    def sleep(self, why: str) -> None:
+        time.sleep(self.wait(why, time.monotonic()))
 
 
 class ClusterRouter:
     """The cluster's topology and one :class:`Transport` per master.
 
     ``client`` is a ``RedisCluster``; its node manager is the topology, refreshed here on
-    ``MOVED`` and on connection failures (at most once per ``_MIN_REFRESH_S`` unless the
+    ``MOVED`` and on connection failures (at most once per ``routing.MIN_REFRESH_S`` unless the
     slot map is known to be stale).
     """
-
-    _MIN_REFRESH_S = 0.05
 
     def __init__(self, client: RedisCluster, core: ModuleType, retry_s: float) -> None:
         self.redis = client
@@ -167,17 +129,20 @@ class ClusterRouter:
         A ``MOVED`` reply names the new owner with authority (the node that gave the slot
         up); it is used until the slot map agrees, since a map refreshed from a node that
         has not heard of the move yet would send us back."""
-        moved_to = self._moved.get(slot)
         try:
             node = self.redis.nodes_manager.get_node_from_slot(slot)
         except Exception:  # SlotNotCoveredError, or a cache being rebuilt
             node = None
-        if moved_to is not None:
-            if node is not None and node.name == moved_to:
-                self._moved.pop(slot, None)
-            else:
-                return self.at_address(moved_to)
-        return None if node is None else self._transport(node)
+        address, forget = routing.owner_address(
+            self._moved.get(slot), None if node is None else node.name
+        )
+        if forget:
+            self._moved.pop(slot, None)
+        if address is None:
+            return None
+        if node is not None and node.name == address:
+            return self._transport(node)
+        return self.at_address(address)
 
     def moved(self, slot: int, address: str) -> None:
         """Record a ``MOVED slot address`` answer, and refresh the map for other slots."""
@@ -191,11 +156,11 @@ class ClusterRouter:
             return self._transport(node)
         transport = self._transports.get(address)
         if transport is None:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
+            parsed = routing.parse_address(address)
+            if parsed is None:
                 return None
             kwargs = self.redis.get_connection_kwargs()  # type: ignore[no-untyped-call]
-            conn = redis.Redis(host=host, port=int(port), **kwargs)
+            conn = redis.Redis(host=parsed[0], port=parsed[1], **kwargs)
             with self._lock:
                 transport = self._transports.setdefault(address, Transport(conn, self._core))
         return transport
@@ -217,28 +182,20 @@ class ClusterRouter:
         trying again: note the owner each ``MOVED`` names, and wait unless every one was
         simply moved. The first ``MOVED`` needs no sleep; later ones mean the nodes do not
         agree yet (a failover being announced). ``ASK`` needs no new map, only time."""
-        kinds = set()
-        for slot, (kind, address) in redirects:
-            if kind == "MOVED" and address:
-                self.moved(slot, address)
-            else:
-                kinds.add(kind)
-        if not kinds:
-            patience.moved += 1
-            if patience.moved > 1:
-                patience.wait("the nodes do not agree on who owns the slot yet")
-            return
-        if kinds != {"ASK"}:
+        settlement = routing.settle(redirects, patience, time.monotonic())
+        for slot, address in settlement.moved:
+            self.moved(slot, address)
+        if settlement.force_refresh:
             self.refresh(force=True)
-        patience.wait(
-            "the slot is migrating" if kinds == {"ASK"}
-            else f"cluster answered {', '.join(sorted(kinds))}"
-        )
+        if settlement.give_up is not None:
+            raise settlement.give_up
+        if settlement.delay:
+            time.sleep(settlement.delay)
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the slot map from the cluster (skipped if another thread just did)."""
         with self._lock:
-            if not force and time.monotonic() - self._refreshed_at < self._MIN_REFRESH_S:
+            if not routing.due_refresh(force, self._refreshed_at, time.monotonic()):
                 return
             try:
                 self.redis.nodes_manager.initialize()
@@ -280,7 +237,7 @@ class SlotRoute:
             if transport is not None:
                 return transport
             router.refresh()
-            patience.wait(f"no master serves slot {self.slot}")
+            patience.sleep(f"no master serves slot {self.slot}")
 
     def settle(self, redirect: tuple[str, str], patience: _Patience) -> None:
         """React to a redirection (or a failed connect) before trying again."""
@@ -301,7 +258,7 @@ class SlotRoute:
                 raise
             except _CONNECT_ERRORS as exc:
                 self._router.refresh(force=True)
-                patience.wait(f"cannot connect to the master of slot {self.slot}: {exc}")
+                patience.sleep(f"cannot connect to the master of slot {self.slot}: {exc}")
 
     # ------------------------------------------------------------------ Transport's API
 
@@ -318,7 +275,7 @@ class SlotRoute:
         patience = _Patience(self._router.retry_s, what)
         replies: list[Any] = [None] * (len(calls) + len(extra))
         todo = list(range(len(replies)))
-        resend_safe = all(script.name in RESEND_SAFE for script, _ in calls)
+        resend_safe = routing.resend_safe(script.name for script, _ in calls)
         while todo:
             try:
                 todo = self._send_round(calls, extra, todo, replies, patience, resend_safe)
@@ -349,18 +306,13 @@ class SlotRoute:
             if not resend_safe:
                 raise
             self._router.refresh(force=True)
-            patience.wait(f"connection lost to the master of slot {self.slot}")
+            patience.sleep(f"connection lost to the master of slot {self.slot}")
             return todo
-        left = []
-        seen: Optional[tuple[str, str]] = None
+        redirected, seen = routing.first_redirect(got)
+        left = [todo[j] for j in redirected]  # they did not run: sent again
         for i, reply in zip(todo, got):
-            redirect = redirect_of(reply)
-            if redirect is None:
+            if i not in left:
                 replies[i] = reply
-            else:
-                left.append(i)
-                if seen is None or seen[0] == "MOVED":  # any other kind means wait
-                    seen = redirect
         if seen is not None:
             self.settle(seen, patience)
         return left
@@ -393,7 +345,7 @@ class SlotRoute:
                 reply = self._retrying(patience, send)
             except ConnectionLost:
                 router.refresh(force=True)
-                patience.wait(f"connection lost to the master of slot {self.slot}")
+                patience.sleep(f"connection lost to the master of slot {self.slot}")
                 continue
             redirect = redirect_of(reply)
             if redirect is None:

@@ -25,15 +25,20 @@ FORBIDDEN_MODULES = frozenset((
 SHELLS = frozenset((
     "client", "consumer", "monitor", "transport", "cluster", "_base", "bulk", "aio",
     "embedded", "embedded_cluster", "dashboard", "cli", "exporter", "heartbeats", "wake",
-    "workers", "multiqueue", "pipelines", "demo",
+    "workers", "multiqueue", "pipelines", "demo", "outage", "stopping", "reporting",
+    "consumer_engine", "engine",
 ))
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute-ish module name) of every import in ``path``; a relative import is
     named from the package root (``..client`` → ``omniq_fast.client``)."""
+    return _imports_of(path, PROTOCOL.parent.parent)
+
+
+def _imports_of(path: Path, top: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), str(path))
-    package = path.relative_to(PROTOCOL.parent.parent).with_suffix("").parts[:-1]
+    package = path.relative_to(top).with_suffix("").parts[:-1]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -61,7 +66,27 @@ def test_no_io_imports(path: Path) -> None:
         assert top not in FORBIDDEN_MODULES, f"{path.name}:{line} imports {module}"
         parts = module.split(".")
         if top == "omniq_fast" and len(parts) > 1:
-            assert parts[1] not in SHELLS, f"{path.name}:{line} imports the shell {module}"
+            # The shells' helper modules carry a leading underscore (``_cluster``).
+            shell = parts[1].lstrip("_")
+            assert shell not in SHELLS, f"{path.name}:{line} imports the shell {module}"
+
+
+def test_the_routing_core_is_scanned_and_both_cluster_shells_use_it() -> None:
+    """The cluster decisions live once, in ``_protocol/routing.py``: both cluster shells
+    import it and define none of its rules themselves."""
+    assert PROTOCOL / "routing.py" in FILES
+    root = PROTOCOL.parent
+    for shell in (root / "_cluster.py", root / "aio" / "_cluster.py"):
+        imported = {module for _, module in _imports_of(shell, root.parent)}
+        assert "omniq_fast._protocol.routing" in imported, shell
+        tree = ast.parse(shell.read_text())
+        defined = {
+            node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+        } | {
+            target.id for node in ast.walk(tree) if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)
+        }  # fmt: skip
+        assert not defined & {"redirect_of", "RESEND_SAFE", "settle_decision", "first_redirect"}
 
 
 def test_the_scan_resolves_relative_imports() -> None:

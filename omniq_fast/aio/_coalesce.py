@@ -62,6 +62,7 @@ class Coalescer:
         engine = self._engine
         reply: Any
         try:
+            await engine.ready()  # the wake command depends on the mode (sharded or not)
             data, ids = engine.core.encode_enqueue_batch(
                 self._script.sha, anchor, now_ms(), [job for job, _ in entries], DEFAULTS
             )

@@ -6,15 +6,17 @@ it sends each call (with its wake message in the same write), loads a script the
 answers NOSCRIPT for and sends the call again (such a reply means nothing ran), and hands
 the reply to the call's own reader. It decides nothing about what a reply means.
 
-Standalone servers only, for now: a Redis Cluster is detected on first use (``INFO
-cluster``, unless ``cluster=False``) and refused with :class:`ClusterNotSupported`.
+On a Redis Cluster (found on first use with ``INFO cluster`` unless ``cluster=`` says, or
+given as a ``redis.asyncio.cluster.RedisCluster``) each call goes through the
+:class:`~omniq_fast.aio._cluster.AsyncClusterRouter` to its slot's master instead, on one
+such connection per node.
 """
 
 from __future__ import annotations
 
 import asyncio
 from types import ModuleType
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Optional, Sequence, TypeVar, Union
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -22,25 +24,21 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from .. import _compat
 from .._engine import with_defaults
 from .._protocol.calls import Call, Plan, text, wake_command
-from ..errors import ConnectionLost, InvalidArgument, OmniqError, ReplyError, ServerUnreachable
+from ..errors import ConnectionLost, InvalidArgument, ReplyError, ServerUnreachable
 from .._options import check_number
 from .._scripts import Script
 from .._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from .._protocol.noscript import is_noscript as _is_noscript
+from ._cluster import AsyncClusterRouter, cluster_client
 from ._connection import Connection
 
-__all__ = ["AsyncEngine", "ClusterNotSupported"]
+__all__ = ["AsyncEngine"]
 
 T = TypeVar("T")
 
 
 _WAKE_CACHE = 4096
 _INFO_CLUSTER = b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n"
-
-
-class ClusterNotSupported(OmniqError, NotImplementedError):
-    """The asyncio client does not run on a Redis Cluster yet: use the blocking
-    :class:`~omniq_fast.Client` there."""
 
 
 def _cluster_enabled(reply: object) -> bool:
@@ -53,12 +51,13 @@ def _cluster_enabled(reply: object) -> bool:
 
 
 class AsyncEngine:
-    """Runs calls on one server; see :class:`~omniq_fast.AsyncClient` for the arguments."""
+    """Runs calls on one server or one cluster; see :class:`~omniq_fast.AsyncClient` for
+    the arguments."""
 
     def __init__(
         self,
         url: Optional[str],
-        redis: Optional[aredis.Redis],
+        redis: Optional[Union[aredis.Redis, AsyncRedisCluster]],
         client_name: Optional[str],
         cluster: Optional[bool],
         cluster_retry_s: float,
@@ -68,60 +67,106 @@ class AsyncEngine:
         if redis is not None and (url is not None or redis_options):
             raise InvalidArgument("pass either redis= or a url (with options), not both")
         check_number("cluster_retry_s", cluster_retry_s, 0.0)
-        if cluster or isinstance(redis, AsyncRedisCluster):
-            raise ClusterNotSupported(
-                "AsyncClient does not support Redis Cluster yet; use omniq_fast.Client"
+        if redis is not None and not isinstance(redis, (aredis.Redis, AsyncRedisCluster)):
+            raise InvalidArgument(
+                "redis= must be a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster"
             )
-        if redis is not None and not isinstance(redis, aredis.Redis):
-            raise InvalidArgument("redis= must be a redis.asyncio.Redis")
         self.owns_redis = redis is None
         self.core: ModuleType = core if core is not None else _compat
-        self._checked = cluster is False  # whether the server is known not to be a cluster
+        self._cluster_retry_s = cluster_retry_s
+        self._checked = cluster is False  # whether the mode is known and the router ready
         self._checking: Optional[asyncio.Future[None]] = None
+        self._load: dict[str, bytes] = {}
+        self._wakes: dict[str, bytes] = {}
+        #: The cluster router, or None in standalone mode (or while the mode is unknown).
+        self.router: Optional[AsyncClusterRouter] = None
+        self._redis: Optional[aredis.Redis] = None  # the one server (or the seed node)
+        self._connection: Optional[Connection] = None
+        if isinstance(redis, AsyncRedisCluster):
+            if cluster is False:
+                raise InvalidArgument("redis= is a RedisCluster but cluster=False")
+            self.router = AsyncClusterRouter(
+                redis, self.core, cluster_retry_s, self._run_many, owns=False
+            )
+            self._checked = False  # the router reads its slot map on first use
+            return
         if redis is None:
             with_defaults(redis_options, client_name)
             if url is None:
                 redis = aredis.Redis(**redis_options)
             else:
                 redis = aredis.Redis.from_url(url, **redis_options)
-        self._redis: aredis.Redis = redis
-        self.connection = Connection(redis, self.core)
-        self._load: dict[str, bytes] = {}
-        self._wakes: dict[str, bytes] = {}
+        self._redis = redis
+        self._connection = Connection(redis, self.core)
+        if cluster:
+            self.router = AsyncClusterRouter(
+                cluster_client(redis), self.core, cluster_retry_s, self._run_many, owns=True
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def redis(self) -> aredis.Redis:
-        """The underlying ``redis.asyncio.Redis`` (for plain reads and monitoring)."""
+    def redis(self) -> Union[aredis.Redis, AsyncRedisCluster]:
+        """The underlying redis-py client (for plain reads and monitoring): a
+        ``redis.asyncio.Redis``, or in cluster mode (once known) a
+        ``redis.asyncio.cluster.RedisCluster``."""
+        if self.router is not None:
+            return self.router.redis
+        assert self._redis is not None
         return self._redis
 
     @property
     def is_cluster(self) -> bool:
-        """Always False: a cluster is refused on first use (:class:`ClusterNotSupported`)."""
-        return False
+        """Whether calls go to a cluster (known after the first call, or from ``cluster=``
+        / a ``RedisCluster`` given)."""
+        return self.router is not None
+
+    @property
+    def connection(self) -> Connection:
+        """The one server's pipelined connection (standalone mode)."""
+        assert self._connection is not None
+        return self._connection
 
     async def close(self) -> None:
-        """Close the connection; the redis client too when this engine made it."""
-        await self.connection.close()
-        if self.owns_redis:
+        """Close the connections; the redis clients too when this engine made them."""
+        if self._connection is not None:
+            await self._connection.close()
+        if self.router is not None:
+            await self.router.close()
+        if self.owns_redis and self._redis is not None:
             await self._redis.aclose()
 
     def wake_command(self, queue: str) -> bytes:
-        """The wake message for ``queue`` (plain PUBLISH: standalone server), encoded once
-        per queue (a bounded cache: it is on every publish's path)."""
+        """The wake message for ``queue``, sharded where the cluster has sharded pub/sub,
+        encoded once per queue (a bounded cache: it is on every publish's path). In
+        cluster mode it is asked only once the router is ready (after :meth:`ready`)."""
         wake = self._wakes.get(queue)
         if wake is None:
-            if len(self._wakes) >= _WAKE_CACHE:
-                self._wakes.clear()
-            wake = self._wakes[queue] = wake_command(self.core, queue, False)
+            sharded = self.router is not None and self.router.sharded_pubsub
+            wake = wake_command(self.core, queue, sharded)
+            if self._checked:  # before, the mode may still change what it should be
+                if len(self._wakes) >= _WAKE_CACHE:
+                    self._wakes.clear()
+                self._wakes[queue] = wake
         return wake
+
+    async def pubsub(self, channel: str) -> tuple[Any, bool]:
+        """A new pub/sub object able to hear ``channel`` and whether to subscribe sharded
+        (``SSUBSCRIBE``): the one server's, or that of the channel's master."""
+        await self.ready()
+        router = self.router
+        if router is None:
+            assert self._redis is not None
+            return self._redis.pubsub(), False
+        route = router.route(channel)
+        conn = await route.connection()
+        return conn.redis.pubsub(), router.sharded_pubsub
 
     # ------------------------------------------------------------------ running calls
 
     async def ready(self) -> None:
-        """Find out on first use whether the server is a cluster (refused, for now); the
-        tasks that start at once share one ``INFO cluster``."""
+        """Find out on first use whether the server is a cluster (and read the slot map if
+        so); the tasks that start at once share one ``INFO cluster``."""
         if self._checked:
             return
         if self._checking is None:
@@ -134,23 +179,39 @@ class AsyncEngine:
                 self._checking = None  # a failed check is made again by the next call
 
     async def _check_mode(self) -> None:
+        if self.router is not None:
+            await self.router.start()
+            await self._drop_single()
+            self._checked = True
+            return
         try:
             reply = (await self.connection.request(_INFO_CLUSTER, 1, "INFO cluster"))[0]
         except ConnectionLost as exc:
             # Only the probe was on the wire: the caller's own call was never sent.
             raise ServerUnreachable(f"lost the connection asking INFO cluster: {exc}") from exc
         if _cluster_enabled(reply):
-            raise ClusterNotSupported(
-                "the server is a Redis Cluster node; AsyncClient does not support Redis "
-                "Cluster yet: use omniq_fast.Client (or pass cluster=False to force "
-                "standalone mode)"
-            )
+            assert self._redis is not None
+            router = AsyncClusterRouter(
+                cluster_client(self._redis), self.core, self._cluster_retry_s,
+                self._run_many, owns=True,
+            )  # fmt: skip
+            await router.start()
+            self.router = router
+            await self._drop_single()
         self._checked = True
+
+    async def _drop_single(self) -> None:
+        """In cluster mode the seed node's own connection is not used: close it."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
 
     async def run(self, call: Call[T]) -> T:
         """Send ``call`` and read its result (an error reply raises, as the call says)."""
         if not self._checked:
             await self.ready()
+        if self.router is not None:
+            return await self._run_routed(call)
         s = call.script
         if s is None:
             reply = await self._read(call.data, f"read of {call.anchor}", call.resend_safe)
@@ -172,6 +233,15 @@ class AsyncEngine:
                 raise loaded
         return call.result(reply)
 
+    async def _run_routed(self, call: Call[T]) -> T:
+        assert self.router is not None
+        route = self.router.route(call.anchor)
+        s = call.script
+        if s is None:
+            return call.result(await route.read(call.data, f"read of {call.anchor}"))
+        wakes = () if call.wake is None else (self.wake_command(call.wake),)
+        return call.result((await route.run_many([(s, call.data)], wakes))[0])
+
     async def run_plan(self, plan: Plan[T]) -> T:
         """Run the plan's calls in order, each answered before the next is sent."""
         return plan.join([await self.run(call) for call in plan.calls])
@@ -180,11 +250,13 @@ class AsyncEngine:
         self, anchor: str, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
     ) -> list[Any]:
         """Several encoded EVALSHAs (then ``extra`` commands) in one write; every reply in
-        order, error replies as :class:`ReplyError` values (``anchor``: routing, unused on
-        a single server)."""
+        order, error replies as :class:`ReplyError` values (``anchor``: the key whose
+        slot's master runs them on a cluster)."""
         if not self._checked:
             await self.ready()
-        return await self._run_many(calls, extra)
+        if self.router is not None:
+            return await self.router.route(anchor).run_many(calls, extra)
+        return await self._run_many(self.connection, calls, extra)
 
     async def _read(self, data: bytes, what: str, resend_safe: bool) -> Any:
         """A plain command; a read is sent again once when its reply was lost."""
@@ -203,16 +275,18 @@ class AsyncEngine:
         return load
 
     async def _run_many(
-        self, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes]
+        self, conn: Connection, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes]
     ) -> list[Any]:
+        """The calls (then ``extra``) in one write on ``conn``; a NOSCRIPT reply (nothing
+        ran) gets the script loaded and its call sent again."""
         data = b"".join(call for _, call in calls) + b"".join(extra) if len(calls) != 1 else (
             calls[0][1] + b"".join(extra)
         )  # fmt: skip
         what = "+".join(s.name for s, _ in calls)
-        replies = await self.connection.request(data, len(calls) + len(extra), what)
+        replies = await conn.request(data, len(calls) + len(extra), what)
         for _ in range(MAX_NOSCRIPT_RETRIES):
             again = resend(self.core, calls, replies)
             if again is None:
                 break
-            again.merge(replies, await self.connection.request(again.data, again.count, what))
+            again.merge(replies, await conn.request(again.data, again.count, what))
         return replies

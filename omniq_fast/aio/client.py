@@ -19,6 +19,7 @@ from typing import (
 )  # fmt: skip
 
 import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from .._engine import now_ms
 from .._protocol import calls
@@ -54,9 +55,9 @@ def _same_as(sync: Callable[..., Any]) -> Callable[[F], F]:
 
 
 class AsyncClient:
-    """An asyncio connection to one OmniQ server (Redis or Valkey) and every queue
-    operation, as coroutines with the names, arguments, results and errors of
-    :class:`~omniq_fast.Client`.
+    """An asyncio connection to one OmniQ server (Redis or Valkey) or one Redis Cluster,
+    and every queue operation, as coroutines with the names, arguments, results and errors
+    of :class:`~omniq_fast.Client`.
 
     ``url`` is a redis-py URL (``redis://``, ``rediss://`` for TLS, ``unix://``), with ACL
     user and password in it if needed; or pass a ready ``redis.asyncio.Redis`` as
@@ -69,16 +70,20 @@ class AsyncClient:
     whose bytes were sent with :class:`~omniq_fast.errors.ConnectionLost` (their effect is
     unknown); the next call reconnects.
 
-    Redis Cluster is not supported yet: it is detected on first use (``cluster=False``
-    skips the check) and refused with
-    :class:`~omniq_fast.aio._engine.ClusterNotSupported`, a ``NotImplementedError``.
+    Redis Cluster works as with :class:`~omniq_fast.Client`: found on first use
+    (``INFO cluster``), or forced with ``cluster=True`` (``False`` skips the check), or
+    given as ``redis=`` a ``redis.asyncio.cluster.RedisCluster``. Each call goes to the
+    master of its queue's slot, on one pipelined connection per master; redirections,
+    migrations and failovers are followed by the blocking client's rules, waiting at most
+    ``cluster_retry_s`` before :class:`~omniq_fast.errors.ClusterUnavailable` (the call
+    did not run).
     """
 
     def __init__(
         self,
         url: Optional[str] = None,
         *,
-        redis: Optional[aredis.Redis] = None,
+        redis: Optional[Union[aredis.Redis, AsyncRedisCluster]] = None,
         client_name: Optional[str] = None,
         cluster: Optional[bool] = None,
         cluster_retry_s: float = 10.0,
@@ -95,12 +100,15 @@ class AsyncClient:
 
     @property
     def redis(self) -> Any:
-        """The underlying ``redis.asyncio.Redis`` (for plain reads and monitoring)."""
+        """The underlying ``redis.asyncio.Redis`` (for plain reads and monitoring), or in
+        cluster mode (once known: after the first call, or from ``cluster=True`` or a
+        ``RedisCluster`` given) a ``redis.asyncio.cluster.RedisCluster``."""
         return self._engine.redis
 
     @property
     def is_cluster(self) -> bool:
-        """Always False: a cluster is refused on first use (not supported yet)."""
+        """Whether the client runs in cluster mode (known after the first call, unless
+        ``cluster=`` or a ``RedisCluster`` said so)."""
         return self._engine.is_cluster
 
     async def close(self) -> None:

@@ -505,31 +505,44 @@ class AsyncConsumer(StopOnSignals):
 
     async def _listen(self) -> None:
         """Wake the dispatcher on each message of the queue's wake channel; polling
-        finds the jobs meanwhile when the subscription is down."""
+        finds the jobs meanwhile when the subscription is down. On a cluster it listens at
+        the queue's master (``SSUBSCRIBE`` where the server has sharded pub/sub); when the
+        slot moves the server ends the subscription, and it subscribes at the new owner."""
         channel = wake_channel(self.queue)
         backoff = Backoff(0.05, 2.0)
         outage = Outage(log, f"wake channel {channel}")
+        engine = self._engine
         pubsub: Any = None
         try:
             while True:
                 try:
                     if pubsub is None:
-                        pubsub = self.client.redis.pubsub()
-                        await pubsub.subscribe(channel)
+                        pubsub, sharded = await engine.pubsub(channel)
+                        if sharded:
+                            await pubsub.ssubscribe(channel)
+                        else:
+                            await pubsub.subscribe(channel)
                         backoff.reset()
                         outage.recovered()
                         self.wake_up()  # jobs announced while we were not listening
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=_READ_S
-                    )
+                    message = await pubsub.get_message(timeout=_READ_S)
                 except Exception as exc:  # any failure: this task must never die
                     outage.failed(exc)
                     await _drop(pubsub)
                     pubsub = None
+                    if engine.router is not None:
+                        await engine.router.refresh()
                     await asyncio.sleep(backoff.delay())
                     continue
-                if message is not None and message["type"] == "message":
+                kind = None if message is None else message["type"]
+                if kind in ("message", "smessage"):
                     self.wake_up()
+                elif kind in ("unsubscribe", "sunsubscribe"):
+                    # The server dropped us (the slot moved): subscribe where it lives now.
+                    await _drop(pubsub)
+                    pubsub = None
+                    if engine.router is not None:
+                        await engine.router.refresh(force=True)
         finally:
             await _drop(pubsub)
 

@@ -23,7 +23,6 @@ from omniq_fast import (
     ServerUnreachable,
     TokenMismatch,
 )
-from omniq_fast.aio._engine import ClusterNotSupported
 from shells import BlockingAsync
 from support import snapshot
 
@@ -326,10 +325,20 @@ def test_setup_failures_are_typed(redis_url: str) -> None:
     run(main())
 
 
-def test_cluster_is_refused_clearly(redis_url: str) -> None:
-    with pytest.raises(ClusterNotSupported) as info:
-        AsyncClient(redis_url, cluster=True)
-    assert isinstance(info.value, NotImplementedError)
+def test_cluster_mode_is_not_forced_on_a_standalone_server_by_default(
+    redis_url: str, qname: str
+) -> None:
+    # Detection on first use: a standalone server stays standalone (the cluster side is
+    # tested against real clusters in tests/cluster/test_async_cluster.py).
+    async def main() -> None:
+        async with AsyncClient(redis_url) as c:
+            assert not c.is_cluster
+            await c.publish(qname, {"a": 1})
+            assert not c.is_cluster
+        with pytest.raises(InvalidArgument):
+            AsyncClient(redis=aredis.RedisCluster(host="127.0.0.1"), cluster=False)
+
+    run(main())
 
 
 def test_one_client_per_loop_reconnects_after_close(redis_url: str, qname: str) -> None:

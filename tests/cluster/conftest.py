@@ -121,10 +121,10 @@ def qname(cluster: object, r: RedisCluster, r2: RedisCluster) -> Iterator[str]:
         delete_prefixed(conn, "{" + name, "{cc:" + name)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sync"])
+@pytest.fixture(params=["sync", "async"])
 def shell(request: pytest.FixtureRequest) -> Any:
-    """The conformance modules re-run here drive the blocking shell only: AsyncClient does
-    not run on a cluster yet (it refuses one: tests/cluster/test_async_on_cluster.py)."""
-    from omniq_fast import Client
+    """Both client shells, as in the whole suite: the conformance modules re-run here
+    drive Client and AsyncClient (behind blocking calls) on the cluster."""
+    from shells import SHELLS
 
-    return Client
+    return SHELLS[request.param]

@@ -25,7 +25,16 @@ POLL = {"poll_interval_s": 0.01, "promote_interval_s": 0.05, "reap_interval_s": 
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """Our client on either shell (AsyncClient behind blocking calls: ``async``)."""
+    with shell(redis_url, _core=core) as c:
+        yield c
+
+
+@pytest.fixture
+def sync_client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+    """The blocking client, for tests that reach into its own routing (the asyncio
+    shell's counterparts are in test_async_cluster.py)."""
     with Client(redis_url, _core=core) as c:
         yield c
 
@@ -138,11 +147,15 @@ def test_consume_several_queues_on_several_masters(
     seen: dict[str, int] = {}
     lock = threading.Lock()
 
-    def handler(ctx: JobCtx) -> None:
+    def count(ctx: JobCtx) -> None:
         assert ctx.payload["q"] == ctx.queue
         with lock:
             seen[ctx.queue] = seen.get(ctx.queue, 0) + 1
 
+    async def count_async(ctx: JobCtx) -> None:
+        count(ctx)
+
+    handler: Any = count if isinstance(client, Client) else count_async  # AsyncConsumer
     stats = client.consume(spread, handler, max_jobs=40, concurrency=2, verbose=False, **POLL)
     assert stats.succeeded == 40 * len(spread)
     assert seen == {q: 40 for q in spread}
@@ -203,11 +216,11 @@ def test_idle_consumer_is_woken_through_the_shard(
 
 
 def test_monitor_reads_queues_on_every_master(
-    client: Client, spread: list[str], monitor_of: Any
+    sync_client: Client, spread: list[str], monitor_of: Any
 ) -> None:
     for queue in spread:
-        client.publish(queue, {"a": 1})
-    monitor = monitor_of(client)
+        sync_client.publish(queue, {"a": 1})
+    monitor = monitor_of(sync_client)
     assert set(spread) <= set(monitor.scan_queues())
     stats = monitor.stats_many(spread)
     assert [s.waiting for s in stats] == [1] * len(spread)
@@ -226,8 +239,8 @@ def test_a_moved_queue_is_followed(client: Client, cluster: Any, qname: str) -> 
     source = cluster.owner_of_slot(slot)
     target = next(m for m in cluster.masters() if m.node_id != source.node_id)
     assert cluster.migrate_slot(slot, target) > 0
-    route = client._engine.at("{" + qname + "}:meta")
-    assert isinstance(route, SlotRoute)
+    if isinstance(client, Client):
+        assert isinstance(client._engine.at("{" + qname + "}:meta"), SlotRoute)
     second = client.publish(qname, {"n": 2})
     jobs = client.reserve_many(qname, 10)
     assert [j.job_id for j in jobs] == [first, second]  # type: ignore[union-attr]
@@ -240,11 +253,12 @@ def test_a_moved_queue_is_followed(client: Client, cluster: Any, qname: str) -> 
 
 
 def test_after_a_lost_connection_only_harmless_scripts_are_sent_again(
-    client: Client, qname: str, monkeypatch: pytest.MonkeyPatch
+    sync_client: Client, qname: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first call of each kind runs on the server, then its connection "breaks"."""
     from omniq_fast import ConnectionLost
 
+    client = sync_client
     job_id = client.publish(qname, {"a": 1})
     job = client.reserve(qname)
     route = client._engine.at("{" + qname + "}:meta")

@@ -620,12 +620,12 @@ def test_resharding_under_load_loses_and_repeats_nothing(
 
 
 def test_a_script_waits_for_the_migration_then_runs_on_the_new_owner(
-    cluster: Any, names: Callable[[Any], str], resharder: Resharder
+    cluster: Any, names: Callable[[Any], str], resharder: Resharder, shell: Any
 ) -> None:
     src, dst = cluster.masters()[:2]
     queue = names(src)
     slot = cluster.slot_of("{" + queue + "}")
-    with Client(cluster.url) as client:
+    with shell(cluster.url) as client:
         first = client.publish_many(queue, [{"i": i} for i in range(6)], timeout_ms=LEASE_MS)[0]
         resharder.begin(slot, src, dst)
         before = slot_keyspace(src, slot)
@@ -687,12 +687,12 @@ def test_a_script_waits_for_the_migration_then_runs_on_the_new_owner(
 
 
 def test_a_migration_that_never_ends_makes_calls_give_up_untouched(
-    cluster: Any, names: Callable[[Any], str], resharder: Resharder
+    cluster: Any, names: Callable[[Any], str], resharder: Resharder, shell: Any
 ) -> None:
     src, dst = cluster.masters()[1:3]
     queue = names(src)
     slot = cluster.slot_of("{" + queue + "}")
-    with Client(cluster.url, cluster_retry_s=0.3) as client:
+    with shell(cluster.url, cluster_retry_s=0.3) as client:
         first = client.publish(queue, {"i": 0}, timeout_ms=LEASE_MS)
         resharder.begin(slot, src, dst)
         try:
@@ -719,13 +719,13 @@ def test_a_migration_that_never_ends_makes_calls_give_up_untouched(
 
 
 def test_a_read_during_a_migration_follows_ask(
-    cluster: Any, names: Callable[[Any], str], resharder: Resharder
+    cluster: Any, names: Callable[[Any], str], resharder: Resharder, shell: Any
 ) -> None:
     src, dst = cluster.masters()[2], cluster.masters()[0]
     queue = names(src)
     slot = cluster.slot_of("{" + queue + "}")
     base = "{" + queue + "}"
-    with Client(cluster.url) as client:
+    with shell(cluster.url) as client:
         moved_job = client.publish(queue, {"i": 0}, timeout_ms=4321)
         staying_job = client.publish(queue, {"i": 1}, timeout_ms=8765)
         client.pause(queue)
@@ -748,7 +748,7 @@ def test_a_read_during_a_migration_follows_ask(
 
 
 def test_publish_many_that_gives_up_reports_what_it_wrote(
-    cluster: Any, names: Callable[[Any], str], resharder: Resharder
+    cluster: Any, names: Callable[[Any], str], resharder: Resharder, shell: Any
 ) -> None:
     """Queue ``a`` is on a healthy master, queue ``b``'s slot is stuck mid-migration: all
     of ``a``'s jobs are written, then the client gives up on ``b``. A bare
@@ -759,7 +759,7 @@ def test_publish_many_that_gives_up_reports_what_it_wrote(
     slot = cluster.slot_of("{" + b + "}")
     resharder.begin(slot, src, dst)
     try:
-        with Client(cluster.url, cluster_retry_s=0.3) as client:
+        with shell(cluster.url, cluster_retry_s=0.3) as client:
             with pytest.raises(PublishManyError) as raised:
                 client.publish_many_queues({a: [{"i": i} for i in range(10)], b: [{"i": 0}]})
     finally:
