@@ -165,10 +165,18 @@ class BlockingConsumer:
         return self._shell.call(self.target.run, timeout=None)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        self._shell.loop.call_soon_threadsafe(self.target.stop)
+        self._on_loop(self.target.stop)
 
     def wake_up(self) -> None:
-        self._shell.loop.call_soon_threadsafe(self.target.wake_up)
+        self._on_loop(self.target.wake_up)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop and wait for it (the consumer's events are the loop's)."""
+
+        async def run() -> None:
+            fn()
+
+        self._shell.call(run)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)
@@ -205,3 +213,26 @@ async def _twin_of(conn: redis_py.Redis) -> aioredis.Redis:
 
 
 SHELLS: dict[str, Callable[..., Any]] = {"sync": Client, "async": BlockingAsync}
+
+
+def patch_run_many(monkeypatch: Any, client: Any, fn: Callable[..., Any]) -> None:
+    """Route every round trip of ``client``'s engine (each consumer trip is one) through
+    ``fn(calls, extra, real)``, a plain function: ``real(calls, extra)`` sends it for real.
+    On the async shell ``fn`` runs in a thread, ``real`` on the loop."""
+    if not isinstance(client, BlockingAsync):
+        transport = client._engine.transport
+        real_sync = transport.run_many
+        monkeypatch.setattr(
+            transport, "run_many", lambda calls, extra=(): fn(calls, extra, real_sync)
+        )
+        return
+    engine = client.aclient._engine
+    real_async = engine.run_many
+
+    async def run_many(anchor: str, calls: Any, extra: Any = ()) -> Any:
+        def real(c: Any, e: Any = ()) -> Any:
+            return client.call(real_async, anchor, c, e)
+
+        return await asyncio.to_thread(fn, calls, extra, real)
+
+    monkeypatch.setattr(engine, "run_many", run_many)

@@ -17,6 +17,7 @@ from ..errors import InvalidArgument
 from ..keys import validate_queue_name
 from .._options import check_flag
 from .._stopping import LineLogger, StopOnSignals
+from ._tasks import uncancel_current
 from .consumer import AsyncConsumer, AsyncHandler
 
 if TYPE_CHECKING:
@@ -88,10 +89,14 @@ class AsyncMultiConsumer(StopOnSignals):
         except asyncio.CancelledError:
             # Each consumer drains (a graceful stop), unless this is a hard exit.
             for consumer, task in zip(self.consumers, tasks):
-                consumer._hard_exit = self._hard_exit
+                if self._hard_exit:
+                    consumer._exit_now()
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            if not self._hard_exit:
+                raise
+            # Our own hard Ctrl+C: the counts so far, as MultiConsumer.run returns them.
+            uncancel_current()
         finally:
             restore()
         if errors:
