@@ -76,7 +76,10 @@ class BlockingAsync:
                          **options)  # fmt: skip
 
     def async_handler(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``handler`` as an ``async def`` that runs it in a thread on a blocking ctx."""
+        """``handler`` as an ``async def`` that runs it in a thread on a blocking ctx (an
+        ``async def`` handler is used as it is)."""
+        if inspect.iscoroutinefunction(handler):
+            return handler
 
         async def run(ctx: Any) -> Any:
             return await asyncio.to_thread(handler, BlockingCtx(self, ctx))
@@ -236,3 +239,16 @@ def patch_run_many(monkeypatch: Any, client: Any, fn: Callable[..., Any]) -> Non
         return await asyncio.to_thread(fn, calls, extra, real)
 
     monkeypatch.setattr(engine, "run_many", run_many)
+
+
+def noop_for(client: Any) -> Callable[[Any], Any]:
+    """A handler that does nothing, native to ``client``'s shell: where a test depends on
+    handlers taking no time (prefetch depth follows handler time), the thread hop of a
+    plain def on the async shell would change what it measures."""
+    if not isinstance(client, BlockingAsync):
+        return lambda ctx: None
+
+    async def noop(ctx: Any) -> None:
+        return None
+
+    return noop
