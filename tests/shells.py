@@ -23,6 +23,8 @@ from typing import Any, Callable, Coroutine, Optional, Sequence, Union
 import redis as redis_py
 import redis.asyncio as aioredis
 
+from omniq_fast._reporting import is_async_handler
+
 from omniq_fast import (
     AsyncClient,
     AsyncConsumer,
@@ -66,8 +68,13 @@ class BlockingAsync:
         timeout: Optional[float] = 120,
         **kwargs: Any,
     ) -> Any:
-        done: Future[Any] = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self.loop)
-        return done.result(timeout=timeout)
+        done: Future[Any] = asyncio.run_coroutine_threadsafe(
+            _carried(fn(*args, **kwargs)), self.loop
+        )
+        outcome, value = done.result(timeout=timeout)
+        if outcome == "raise":
+            raise value
+        return value
 
     def consume(self, queue: Union[str, Sequence[str]], handler: Callable[[Any], Any],
                 **options: Any) -> ConsumerStats:
@@ -77,8 +84,8 @@ class BlockingAsync:
 
     def async_handler(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """``handler`` as an ``async def`` that runs it in a thread on a blocking ctx (an
-        ``async def`` handler is used as it is)."""
-        if inspect.iscoroutinefunction(handler):
+        ``async def`` handler, or anything not callable, is passed on as it is)."""
+        if not callable(handler) or is_async_handler(handler):
             return handler
 
         async def run(ctx: Any) -> Any:
@@ -203,6 +210,18 @@ def consumer_of(client: Any, queue: Union[str, Sequence[str]], handler: Callable
 def shell_name(client: Any) -> str:
     """``"sync"`` or ``"async"``: which shell ``client`` is."""
     return "async" if isinstance(client, BlockingAsync) else "sync"
+
+
+async def _carried(coro: Coroutine[Any, Any, Any]) -> tuple[str, Any]:
+    """``coro``'s result, or a SystemExit/KeyboardInterrupt/other BaseException it raised,
+    as a value: raised from a task, asyncio lets those escape the loop (as asyncio.run
+    would, on the caller's side), which here would end the loop thread instead."""
+    try:
+        return ("ok", await coro)
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        return ("raise", exc)
 
 
 async def _twin_of(conn: redis_py.Redis) -> aioredis.Redis:
