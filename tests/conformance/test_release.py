@@ -45,8 +45,8 @@ NOT_RESTORED = ("lane:rr", "lease:seq")
 
 
 @pytest.fixture
-def ours(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as client:
+def ours(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as client:
         yield client
 
 
@@ -361,13 +361,14 @@ def test_first_starts_published_ready_are_exact(queue: Queue) -> None:
 
 
 def test_released_jobs_are_handed_out_again_in_order(queue: Queue, ours: Client,
-                                                     redis_url: str, core: ModuleType) -> None:
+                                                     redis_url: str, core: ModuleType,
+                                                     shell: Any) -> None:
     # A consumer prefetches and shuts down; the next consumer gets exactly what the oracle's
     # first reserves give (ungrouped and one group: no lane:rr or groups:ready score matters).
     queue.build([Spec(f"U{i}") for i in range(5)] + [Spec(f"C{i}", "c") for i in range(4)])
     leases = queue.reserve(6, T + 2000)
     queue.release(leases, T + 3000)
-    with Client(redis_url, _core=core) as other:
+    with shell(redis_url, _core=core) as other:
         got = other.reserve_many(queue.name, 6, now_ms_override=T + 4000)
     assert isinstance(got, list)
     theirs = [queue.oracle.reserve(queue=queue.name, now_ms_override=T + 4000) for _ in got]

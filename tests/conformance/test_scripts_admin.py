@@ -9,6 +9,9 @@ non-numeric `expected`), through the `redis=` connection it accepts, which swaps
 arguments of its next EVALSHA so the same server-side call can be made on both sides.
 """
 
+# Shell-independent: our Lua runs with EVAL, bypassing both clients (the shells send these
+# same scripts; their calls are compared on both shells in test_random_sequences, test_release,
+# test_bulk and test_interop).
 from __future__ import annotations
 
 import uuid

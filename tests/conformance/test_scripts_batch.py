@@ -8,6 +8,9 @@ per-job results against what each single call returned or raised) and every key 
 queue must be the same on both databases afterwards.
 """
 
+# Shell-independent: our Lua runs with EVAL, bypassing both clients (the shells send these
+# same scripts; their calls are compared on both shells in test_random_sequences, test_release,
+# test_bulk and test_interop).
 from __future__ import annotations
 
 import dataclasses

@@ -7,6 +7,9 @@ sent and the raw reply it got, so each step checks three things: we build the sa
 script gives the same raw reply, and both databases hold the same keys afterwards.
 """
 
+# Shell-independent: our Lua runs with EVAL, bypassing both clients (the shells send these
+# same scripts; their calls are compared on both shells in test_random_sequences, test_release,
+# test_bulk and test_interop).
 from __future__ import annotations
 
 import itertools
