@@ -95,6 +95,8 @@ def outcomes(queue: str, ids: list[str], reply: Any) -> list[Union[str, BaseExce
         except (TypeError, ValueError):
             skipped = None
         if skipped is not None:
+            if not skipped:
+                return list(ids)  # the usual reply: every job was queued
             return [
                 DuplicateJob(queue, job_id) if i in skipped else job_id
                 for i, job_id in enumerate(ids)

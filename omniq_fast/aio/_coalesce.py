@@ -14,7 +14,6 @@ from .._engine import now_ms
 from .._options import EnqueueOptions
 from .._protocol.coalesce import MAX_SCRIPT_BATCH, batch_command, copy_error, outcomes
 from .._scripts import script
-from ._connection import _EARLY_FLUSH
 
 if TYPE_CHECKING:
     from ._engine import AsyncEngine
@@ -25,19 +24,18 @@ __all__ = ["Coalescer"]
 class _Batch:
     """One queue's publishes waiting to go: each caller's future, job id and encoded part."""
 
-    __slots__ = ("anchor", "futures", "ids", "parts", "size")
+    __slots__ = ("anchor", "futures", "ids", "parts")
 
     def __init__(self, anchor: str) -> None:
         self.anchor = anchor
         self.futures: list[asyncio.Future[str]] = []
         self.ids: list[str] = []
         self.parts: list[bytes] = []
-        self.size = 0  # bytes in parts
 
 
 class Coalescer:
     """Publishes submitted in one event-loop turn, per queue, sent together after it (or
-    as soon as a queue's batch is full: see :meth:`submit`)."""
+    as soon as a queue's batch is full)."""
 
     def __init__(self, engine: "AsyncEngine") -> None:
         self._engine = engine
@@ -52,9 +50,8 @@ class Coalescer:
         """Queue a checked job (its id and its encoded part of the batch command) for the
         next batch of ``queue``; the future of its id or its error.
 
-        A batch as large as the connection's early-flush size (or of the script's most
-        jobs) goes at once instead of at the end of the loop turn: the server runs it while
-        the burst's other publishes are still being made, rather than after all of them.
+        A batch of the script's most jobs goes at once, the others at the end of the loop
+        turn; either is written on the open connection right away.
         """
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         batch = self._pending.get(queue)
@@ -66,8 +63,7 @@ class Coalescer:
         batch.futures.append(future)
         batch.ids.append(job_id)
         batch.parts.append(part)
-        batch.size += len(part)
-        if batch.size >= _EARLY_FLUSH or len(batch.ids) >= MAX_SCRIPT_BATCH:
+        if len(batch.ids) >= MAX_SCRIPT_BATCH:
             del self._pending[queue]
             self._send(queue, batch)
         return future
@@ -92,8 +88,7 @@ class Coalescer:
         failed: Optional[BaseException] = None
         try:
             data = batch_command(engine.core, self._script.sha, batch.anchor, now_ms(), parts)
-            # Written now when the connection is open: this batch is on the wire before the
-            # next one of a burst is made.
+            # Written now when the connection is open (not a loop turn or two later).
             waiting = engine.send_many(
                 batch.anchor, [(self._script, data)], [engine.wake_command(queue)]
             )
@@ -133,10 +128,10 @@ class Coalescer:
         for future, outcome in zip(futures, outcomes(queue, ids, reply)):
             if future.done():
                 continue  # its caller was cancelled meanwhile; the job was sent all the same
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
+            if isinstance(outcome, str):
                 future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
 
     async def close(self) -> None:
         """Wait for the batches on their way (their callers get their outcomes)."""
