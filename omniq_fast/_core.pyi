@@ -5,6 +5,7 @@ from ._core_py import ReplyParser as ReplyParser
 from ._core_py import dumps_payload as dumps_payload
 from ._core_py import encode_command as encode_command
 from ._core_py import encode_commands as encode_commands
+from ._core_py import encode_args as encode_args
 from ._core_py import loads_payload as loads_payload
 from ._core_py import new_ulid as new_ulid
 from ._core_py import parse_reserve_reply as parse_reserve_reply
@@ -16,6 +17,7 @@ from ._core_py import parse_job_results as parse_job_results
 __all__ = [
     "encode_command",
     "encode_commands",
+    "encode_args",
     "dumps_payload",
     "loads_payload",
     "new_ulid",

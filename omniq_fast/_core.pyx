@@ -53,6 +53,7 @@ cdef extern from "<math.h>" nogil:
 __all__ = [
     "encode_command",
     "encode_commands",
+    "encode_args",
     "dumps_payload",
     "loads_payload",
     "new_ulid",
@@ -185,6 +186,18 @@ def encode_commands(commands: Iterable[Sequence[Arg]]) -> bytes:
     try:
         for args in commands:
             _write_command(&out, args)
+        return PyBytes_FromStringAndSize(out.data, out.size)
+    finally:
+        PyMem_Free(out.data)
+
+
+def encode_args(args: Sequence[Arg]) -> bytes:
+    """Arguments as RESP bulk strings without the array header: a piece of a command whose
+    length is counted elsewhere (a coalesced publish's part of an ``enqueue_batch``)."""
+    cdef _Writer out = _Writer(NULL, 0, 0)
+    try:
+        for arg in args:
+            _write_arg(&out, arg)
         return PyBytes_FromStringAndSize(out.data, out.size)
     finally:
         PyMem_Free(out.data)

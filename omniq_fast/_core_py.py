@@ -24,6 +24,7 @@ from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 __all__ = [
     "encode_command",
     "encode_commands",
+    "encode_args",
     "dumps_payload",
     "loads_payload",
     "new_ulid",
@@ -70,6 +71,15 @@ def encode_command(args: Sequence[Arg]) -> bytes:
 def encode_commands(commands: Iterable[Sequence[Arg]]) -> bytes:
     """Several commands back to back: one write for a pipelined batch."""
     return b"".join([encode_command(args) for args in commands])
+
+
+def encode_args(args: Sequence[Arg]) -> bytes:
+    """Arguments as RESP bulk strings without the array header: a piece of a command whose
+    length is counted elsewhere (a coalesced publish's part of an ``enqueue_batch``)."""
+    parts: List[bytes] = []
+    for arg in args:
+        _append_bulk(parts, arg)
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------- payloads

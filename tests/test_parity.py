@@ -154,6 +154,11 @@ def test_encode_commands_is_identical(compiled: ModuleType, batch: list[list[Any
     assert outcome(compiled.encode_commands, batch) == outcome(_core_py.encode_commands, batch)
 
 
+@given(command=commands)
+def test_encode_args_is_identical(compiled: ModuleType, command: list[Any]) -> None:
+    assert outcome(compiled.encode_args, command) == outcome(_core_py.encode_args, command)
+
+
 keys = st.one_of(st.text(max_size=8), st.integers(), st.none(), st.sampled_from(["\udfff"]))
 leaves = st.one_of(
     st.none(),
@@ -410,6 +415,36 @@ def test_encode_enqueue_batch_is_identical(
     ours = _encoded(compiled, "encode_enqueue_batch", sha, anchor, now_ms, items, defaults)
     theirs = _encoded(_core_py, "encode_enqueue_batch", sha, anchor, now_ms, items, defaults)
     assert ours == theirs
+
+
+@settings(max_examples=50)
+@given(
+    items=st.lists(st.tuples(payloads, st.one_of(st.none(), st.sampled_from(["id1", "été"])),
+                             st.sampled_from([(3, 30000, 5000, 0, None, 0), (1, 5, 0, 7, "g", 2)])),
+                   min_size=1, max_size=4),
+)
+def test_coalesced_parts_make_the_batch_command(items: list[Any]) -> None:
+    """The asyncio client's coalesced publishes, each encoded as its part in its caller,
+    join into the very bytes ``encode_enqueue_batch`` makes for the same jobs (both cores)."""
+    from omniq_fast._protocol.coalesce import batch_command, checked_item
+
+    cores = [_core_py] + ([] if NO_EXTENSIONS else [pytest.importorskip("omniq_fast._core")])
+    for core in cores:
+        jobs, ids, parts = [], [], []
+        tails: dict[Any, bytes] = {}
+        for payload, job_id, options in items:
+            try:
+                anchor, the_id, part = checked_item(core, tails, "q", payload, job_id, *options)
+            except Exception:
+                continue  # refused in its caller, as a single publish refuses it
+            jobs.append(Job(payload, the_id, *options))
+            ids.append(the_id)
+            parts.append(part)
+        if not jobs:
+            continue
+        data, same_ids = core.encode_enqueue_batch(b"sha", anchor, 42, jobs, (3, 30000, 5000, 0, "", 0))
+        assert same_ids == ids
+        assert batch_command(core, b"sha", anchor, 42, parts) == data
 
 
 lease_like = st.one_of(

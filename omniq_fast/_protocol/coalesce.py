@@ -13,7 +13,8 @@ script is tested against them); what each caller gets back is decided here:
   per caller (an exception object must not be raised in several tasks at once).
 
 Each job is checked when ``publish`` is called (a bad argument raises there, in its own
-caller, and nothing of it is queued); only good jobs join a batch.
+caller, and nothing of it is queued), and encoded there as its part of the batch command;
+only good jobs join a batch.
 """
 
 from __future__ import annotations
@@ -23,18 +24,19 @@ from types import ModuleType
 from typing import Any, Optional, Union
 
 from ..errors import DuplicateJob, ProtocolError, ReplyError, lease_error, reply_error
-from .._options import EnqueueOptions
-from ..types import Job
-from .calls import MAX_SCRIPT_BATCH, checked_publish, text
+from ..keys import queue_anchor
+from .._options import EnqueueOptions, check_id, enqueue_options
+from .calls import MAX_SCRIPT_BATCH, text
 
-__all__ = ["checked_job", "outcomes", "copy_error", "MAX_SCRIPT_BATCH", "DEFAULTS"]
+__all__ = ["checked_item", "batch_command", "outcomes", "copy_error", "MAX_SCRIPT_BATCH"]
 
-#: The options a batch's items fall back on; every coalesced item carries its own.
-DEFAULTS: EnqueueOptions = (3, 30000, 5000, 0, "", 0)
+#: Distinct option sets whose encoding is kept (a bound: gids may be many).
+_TAILS_MAX = 1024
 
 
-def checked_job(
+def checked_item(
     core: ModuleType,
+    tails: dict[EnqueueOptions, bytes],
     queue: str,
     payload: Any,
     job_id: Optional[str],
@@ -44,14 +46,35 @@ def checked_job(
     due_ms: int,
     gid: Optional[str],
     group_limit: int,
-) -> tuple[str, Job]:
-    """``publish``'s arguments checked as a single publish checks them, as the batch
-    item that carries them; with the queue's anchor."""
-    anchor, _, job = checked_publish(
-        core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms, gid,
-        group_limit,
-    )  # fmt: skip
-    return anchor, job
+) -> tuple[str, str, bytes]:
+    """``publish``'s arguments checked as a single publish checks them (in the same order:
+    :func:`~omniq_fast._protocol.calls.checked_publish`), and encoded at once as the job's
+    part of an ``enqueue_batch`` command (its id, payload and six options), so the payload is
+    serialised once, here. The queue's anchor, the job's id, its part.
+
+    ``tails`` keeps each option set's encoded arguments: publishes mostly share theirs.
+    """
+    anchor = queue_anchor(queue)  # the name is checked first, like every other argument
+    body = core.dumps_payload(payload)
+    options = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
+    if job_id is None or job_id == "":
+        job_id = core.new_ulid()
+    else:
+        job_id = check_id("job_id", job_id)
+    tail = tails.get(options)
+    if tail is None:
+        if len(tails) >= _TAILS_MAX:
+            tails.clear()
+        tail = tails[options] = core.encode_args(options)
+    return anchor, job_id, core.encode_args((job_id, body)) + tail
+
+
+def batch_command(core: ModuleType, sha: bytes, anchor: str, now: int, parts: list[bytes]) -> bytes:
+    """The ``enqueue_batch`` EVALSHA of the jobs whose :func:`checked_item` parts are
+    ``parts``: the bytes ``encode_enqueue_batch`` makes for the same jobs and ids."""
+    n = len(parts)
+    head = b"*%d\r\n" % (6 + 8 * n) + core.encode_args((b"EVALSHA", sha, b"1", anchor, now, n))
+    return b"".join([head, *parts])
 
 
 def copy_error(exc: BaseException) -> BaseException:
@@ -72,6 +95,8 @@ def outcomes(queue: str, ids: list[str], reply: Any) -> list[Union[str, BaseExce
         except (TypeError, ValueError):
             skipped = None
         if skipped is not None:
+            if not skipped:
+                return list(ids)  # the usual reply: every job was queued
             return [
                 DuplicateJob(queue, job_id) if i in skipped else job_id
                 for i, job_id in enumerate(ids)

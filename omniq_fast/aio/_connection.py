@@ -209,6 +209,18 @@ class Connection:
             except NotSent:
                 continue  # nothing of it reached the server: a fresh connection takes it
 
+    def submit_now(self, data: bytes, count: int, what: str) -> Optional[asyncio.Future[list[Any]]]:
+        """:meth:`request` written at once (with what the loop turn buffered before it) on
+        the open socket, without awaiting anything: the future of its replies (``NotSent``
+        when the socket failed before writing it), or None when no socket is open (use
+        :meth:`request`, which connects)."""
+        link = self._link
+        if link is None or link.dead:
+            return None
+        future = link.submit(data, count, what)
+        link.flush()
+        return future
+
     async def link(self) -> _Link:
         """The open socket, connecting first when there is none (typed connect errors:
         nothing was sent). Its ``submit`` queues a request without awaiting the reply."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from types import ModuleType
-from typing import Any, Optional, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Optional, Sequence, TypeVar, Union
 
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -30,7 +30,7 @@ from .._scripts import Script
 from .._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from .._protocol.noscript import is_noscript as _is_noscript
 from ._cluster import AsyncClusterRouter, cluster_client
-from ._connection import Connection
+from ._connection import Connection, NotSent
 
 __all__ = ["AsyncEngine"]
 
@@ -114,6 +114,12 @@ class AsyncEngine:
             return self.router.redis
         assert self._redis is not None
         return self._redis
+
+    @property
+    def mode_known(self) -> bool:
+        """Whether the server's mode (cluster or not) is known, so calls can be encoded
+        for it without waiting for :meth:`ready`."""
+        return self._checked
 
     @property
     def is_cluster(self) -> bool:
@@ -258,6 +264,34 @@ class AsyncEngine:
             return await self.router.route(anchor).run_many(calls, extra)
         return await self._run_many(self.connection, calls, extra)
 
+    def send_many(
+        self, anchor: str, calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes] = ()
+    ) -> Awaitable[list[Any]]:
+        """:meth:`run_many` whose commands join the connection's write buffer now (when it
+        is open and the server's mode is known) rather than when what it returns (await it:
+        the replies) first runs: a batch made in the middle of a burst of calls reaches the
+        server while the burst's other tasks still run."""
+        if self._checked and self.router is None:  # a cluster routes each call (run_many)
+            data, count, what = _joined(calls, extra)
+            sent = self.connection.submit_now(data, count, what)
+            if sent is not None:
+                return self._sent_many(anchor, calls, extra, sent, what)
+        return self.run_many(anchor, calls, extra)
+
+    async def _sent_many(
+        self,
+        anchor: str,
+        calls: Sequence[tuple[Script, bytes]],
+        extra: Sequence[bytes],
+        sent: asyncio.Future[list[Any]],
+        what: str,
+    ) -> list[Any]:
+        try:
+            replies = await sent
+        except NotSent:  # nothing of it reached the server: a fresh connection takes it
+            return await self.run_many(anchor, calls, extra)
+        return await self._noscript_again(self.connection, calls, replies, what)
+
     async def _read(self, data: bytes, what: str, resend_safe: bool) -> Any:
         """A plain command; a read is sent again once when its reply was lost."""
         try:
@@ -279,14 +313,27 @@ class AsyncEngine:
     ) -> list[Any]:
         """The calls (then ``extra``) in one write on ``conn``; a NOSCRIPT reply (nothing
         ran) gets the script loaded and its call sent again."""
-        data = b"".join(call for _, call in calls) + b"".join(extra) if len(calls) != 1 else (
-            calls[0][1] + b"".join(extra)
-        )  # fmt: skip
-        what = "+".join(s.name for s, _ in calls)
-        replies = await conn.request(data, len(calls) + len(extra), what)
+        data, count, what = _joined(calls, extra)
+        replies = await conn.request(data, count, what)
+        return await self._noscript_again(conn, calls, replies, what)
+
+    async def _noscript_again(
+        self, conn: Connection, calls: Sequence[tuple[Script, bytes]], replies: list[Any], what: str
+    ) -> list[Any]:
+        """The calls that answered NOSCRIPT (nothing ran) sent again on ``conn`` after
+        SCRIPT LOAD."""
         for _ in range(MAX_NOSCRIPT_RETRIES):
             again = resend(self.core, calls, replies)
             if again is None:
                 break
             again.merge(replies, await conn.request(again.data, again.count, what))
         return replies
+
+
+def _joined(calls: Sequence[tuple[Script, bytes]], extra: Sequence[bytes]) -> tuple[bytes, int, str]:
+    """Encoded calls then extra commands as one request: its bytes, reply count and name."""
+    if len(calls) == 1:
+        data = calls[0][1] + b"".join(extra)
+    else:
+        data = b"".join(call for _, call in calls) + b"".join(extra)
+    return data, len(calls) + len(extra), "+".join(s.name for s, _ in calls)

@@ -23,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from .._engine import now_ms
 from .._protocol import calls
-from .._protocol.coalesce import checked_job
+from .._protocol.coalesce import checked_item
 from .._protocol.streams import PublishRun
 from ..client import Client
 from ..keys import validate_queue_name
@@ -162,11 +162,14 @@ class AsyncClient:
             return await self._engine.run(call)
         # Publishes awaited in the same loop turn go to the server as one enqueue_batch
         # call per queue (omniq_fast._protocol.coalesce): the same keyspace, one script run.
-        anchor, job = checked_job(
-            self._core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms,
-            gid, group_limit,
+        # Checked and encoded here, in the caller (a bad argument raises in it, and nothing
+        # of it is sent); the batch only joins the encoded parts.
+        coalescer = self._coalescer
+        anchor, the_id, part = checked_item(
+            self._core, coalescer.tails, queue, payload, job_id, max_attempts, timeout_ms,
+            backoff_ms, due_ms, gid, group_limit,
         )  # fmt: skip
-        return await self._coalescer.submit(queue, anchor, job)
+        return await coalescer.submit(queue, anchor, the_id, part)
 
     publish_json = publish
 
