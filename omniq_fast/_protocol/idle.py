@@ -213,4 +213,4 @@ class IdleTimers:
             times.append(self._promote_at)
         if self._reap_at is not None:
             times.append(self._reap_at)
-        return min(times)
+        return max(now, min(times))  # overdue (or never read): now
