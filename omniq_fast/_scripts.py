@@ -38,6 +38,7 @@ SCRIPT_NAMES = (
     "ack_success_batch",
     "ack_fail_batch",
     "release_batch",
+    "next_due",
 )
 
 

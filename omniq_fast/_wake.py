@@ -1,14 +1,27 @@
-"""The idle consumer's ear: a pub/sub listener on the queue's wake channel."""
+"""The idle consumer's ear: key tracking (or the wake channel) on a connection of its own.
+
+With key tracking the server tells this connection of every write to the keys that make a
+job reservable or move the consumer's timers (:mod:`omniq_fast._protocol.idle` says which
+and what each means), whoever wrote them: jobs from every SDK wake the consumer, and the
+reserve poll becomes a rare safety net. Without tracking (a server before Redis 6, a
+``CLIENT`` command refused by an ACL or renamed) it subscribes to the queue's wake channel,
+which omniq-fast producers notify, and the consumer polls as it always did; that is logged
+once.
+"""
 
 from __future__ import annotations
 
 import logging
+import select
+import ssl
 import threading
+import time
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .errors import TRANSIENT_ERRORS
-from .keys import wake_channel
+from .keys import queue_anchor, wake_channel
 from ._outage import Backoff, Outage
+from ._protocol.idle import IDLE_POLL_S, Change, change_of, tracking_command
 
 if TYPE_CHECKING:
     from ._cluster import ClusterRouter
@@ -18,22 +31,31 @@ __all__ = ["WakeListener"]
 log = logging.getLogger("omniq_fast.consumer")
 
 #: How long one read waits for a message. Waiting sends nothing to the server; it only
-#: bounds how long a consumer's stop waits for this thread (a longer wait made every
-#: consumer's run() return half a second after its last job).
+#: bounds how long a consumer's stop waits for this thread.
 _READ_S = 0.1
+#: A PING this often finds a connection that died without a word (tracking sends nothing
+#: while nothing changes); no reply within this long after it drops the connection.
+_PING_S = IDLE_POLL_S
+#: How often, on a cluster, the listener checks that its node still owns the queue's slot
+#: (a failover or a resharding the dispatcher learnt of through MOVED): no command is sent.
+_OWNER_CHECK_S = 0.5
+_INVALIDATE = b"__redis__:invalidate"
+_READ_SIZE = 1 << 16
+
+
+class _Gone(Exception):
+    """The listener's connection must be set up again (the slot moved, no PING reply)."""
 
 
 class WakeListener:
-    """Wakes the dispatcher when a producer announces jobs on the queue's wake channel.
+    """Wakes the dispatcher when a job may have become reservable, and tells it when the
+    server's next due times moved.
 
-    Uses its own pub/sub connection; a message changes no queue state, it only cuts the
-    poll wait short. Jobs from other SDKs, delayed jobs and retries are found by the poll,
-    so a listener that is down for a while only costs latency.
-
-    On a cluster it subscribes at the queue's own master, with ``SSUBSCRIBE`` where the
-    server has sharded pub/sub (producers then ``SPUBLISH``). When the slot moves, the
-    server ends the subscription (``sunsubscribe``) or the node goes away; the listener
-    then re-reads the slot map and subscribes at the new owner.
+    Uses its own connection (taken from redis-py's settings for the node, so URL, AUTH,
+    TLS and database are the client's, in RESP2), read raw with our reply parser. On a
+    cluster it listens at the queue's own master (tracking is per node; sharded
+    ``SSUBSCRIBE`` where the server has it) and sets up again when that node goes away,
+    ends the subscription, or is no longer the slot's owner in the router's map.
     """
 
     def __init__(
@@ -42,52 +64,137 @@ class WakeListener:
         wake_up: Callable[[], None],
         find_router: Callable[[], Optional[ClusterRouter]],
         standalone: Callable[[], Any],
+        *,
+        core: ModuleType,
+        armed: Optional[Callable[[bool], None]] = None,
+        changed: Optional[Callable[[Change], None]] = None,
+        track: bool = True,
     ) -> None:
-        """``wake_up()`` is called on each message (and after each (re)subscribe);
-        ``find_router()`` is the cluster router or None (it may ask the server);
-        ``standalone()`` is the one server's redis-py client."""
+        """``wake_up()`` is called on each wake message and after each (re)connect;
+        ``changed(change)`` on each invalidation (default: ``wake_up`` if a job may be
+        reservable); ``armed(tracking)`` whenever tracking starts (True) or is lost or
+        unavailable (False); ``find_router()`` is the cluster router or None (it may ask
+        the server); ``standalone()`` is the one server's redis-py client."""
+        self._queue = queue
         self._wake_up = wake_up
+        self._armed = armed
+        self._changed = changed
         self._find_router = find_router
         self._standalone = standalone
+        self._core = core
+        self._track = track
         self._channel = wake_channel(queue)
+        self._anchor = queue_anchor(queue)
         self._router: Optional[ClusterRouter] = None
+        self._owner: Any = None  # the cluster node's transport we listen at
         self._sharded = False
         self._closed = threading.Event()
-        self._pubsub: Any = None
+        self._conn: Any = None
+        self._parser: Any = None
+        self._tracking = False
+        self._told_untracked = False
         self._known = False  # whether the client is a cluster is known (needs the server)
         self._backoff = Backoff(0.05, 2.0)
         self._outage = Outage(log, f"wake channel {self._channel}")
-        # Everything that needs the server happens on the thread, retried with backoff:
-        # a consumer started while the server is down waits for it like any outage.
         self._thread = threading.Thread(target=self._run, name="omniq-wake", daemon=True)
         self._thread.start()
 
-    def _subscribe(self) -> None:
+    @property
+    def tracking(self) -> bool:
+        """Whether the server is telling us of every write to the queue's keys."""
+        return self._tracking
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> None:
         self._drop()
         if self._router is None:
-            pubsub = self._standalone().pubsub()
+            client = self._standalone()
         else:
-            # Plain PUBLISH on a cluster reaches every node, so the queue's master is as
-            # good a place as any; SPUBLISH reaches only the slot's master (and replicas).
-            route = self._router.route(self._channel)
-            pubsub = route.owner_transport().redis.pubsub()  # type: ignore[no-untyped-call]
-        if self._sharded:
-            pubsub.ssubscribe(self._channel)
+            self._owner = self._router.route(self._anchor).owner_transport()
+            client = self._owner.redis
+        pool = client.connection_pool
+        # A connection of our own, not the pool's (it is never given back); RESP2 so the
+        # invalidations arrive as pub/sub messages our parser reads like any reply.
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        conn.connect()
+        self._conn, self._parser = conn, self._core.ReplyParser()
+        tracking = self._track and self._arm_tracking()
+        if tracking:
+            self._call(("SUBSCRIBE", _INVALIDATE))
         else:
-            pubsub.subscribe(self._channel)
-        self._pubsub = pubsub
-        log.debug("listening on %s at %s", self._channel, pubsub.connection)
+            self._call(("SSUBSCRIBE" if self._sharded else "SUBSCRIBE", self._channel))
+        self._tracking = tracking
+        log.debug("listening on %s at %s (tracking: %s)", self._queue, conn, tracking)
+
+    def _arm_tracking(self) -> bool:
+        """Turn tracking on for this connection, redirected to itself; False (said once in
+        the log) if the server will not."""
+        reply = self._call(("CLIENT", "ID"))
+        if not isinstance(reply, Exception):
+            reply = self._call(tracking_command(int(reply), self._queue))
+        if not isinstance(reply, Exception):
+            return True
+        if not self._told_untracked:
+            self._told_untracked = True
+            log.warning(
+                "key tracking is not available on the server of queue %s (%s): jobs from "
+                "producers other than omniq-fast are found by polling", self._queue, reply,
+            )  # fmt: skip
+        return False
+
+    def _call(self, args: tuple[Any, ...]) -> Any:
+        """One command during setup; an error reply is returned (as an exception)."""
+        self._send(args)
+        deadline = time.monotonic() + 10.0
+        while True:
+            for reply in self._read(max(0.0, deadline - time.monotonic())):
+                return reply
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no reply from the server while setting up the listener")
+
+    def _send(self, args: tuple[Any, ...]) -> None:
+        self._conn._sock.sendall(self._core.encode_command(args))
+
+    def _read(self, timeout: float) -> list[Any]:
+        """The replies and messages that arrive within ``timeout`` (at least one read's
+        worth once anything arrived)."""
+        parser, sock = self._parser, self._conn._sock
+        replies: list[Any] = []
+        while True:
+            reply = parser.gets()
+            if reply is not False:
+                replies.append(reply)
+                continue
+            if replies:
+                return replies
+            buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not buffered:
+                readable, _, _ = select.select((sock,), (), (), timeout)
+                if not readable:
+                    return replies
+            chunk = sock.recv(_READ_SIZE)
+            if not chunk:
+                raise ConnectionError("server closed the listener's connection")
+            parser.feed(chunk)
 
     def _drop(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
+        conn, self._conn = self._conn, None
+        if self._tracking:
+            self._tracking = False
+            if self._armed is not None:
+                self._armed(False)
+        if conn is not None:
             try:
-                pubsub.close()
-            except TRANSIENT_ERRORS:
+                conn.disconnect()
+            except Exception:
                 pass
+
+    # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
         refresh = False
+        ping_due = pong_due = check_due = 0.0
         while not self._closed.is_set():
             try:
                 if not self._known:
@@ -97,36 +204,59 @@ class WakeListener:
                 if refresh and self._router is not None:
                     self._router.refresh()
                 refresh = False
-                if self._pubsub is None:
-                    self._subscribe()
+                now = time.monotonic()
+                if self._conn is None:
+                    self._connect()
                     self._backoff.reset()
                     self._outage.recovered()
-                    # Jobs announced while we were not listening: look once now.
+                    now = time.monotonic()
+                    ping_due, pong_due, check_due = now + _PING_S, 0.0, now + _OWNER_CHECK_S
+                    if self._armed is not None:
+                        self._armed(self._tracking)
+                    # Jobs queued while we were not listening: look once now.
                     self._wake_up()
-                message: Optional[dict[str, Any]] = self._pubsub.get_message(timeout=_READ_S)
+                if pong_due and now > pong_due:
+                    raise _Gone("no reply to PING")
+                if now >= ping_due:
+                    self._send(("PING",))
+                    ping_due, pong_due = now + _PING_S, now + _PING_S
+                if self._router is not None and now >= check_due:
+                    check_due = now + _OWNER_CHECK_S
+                    if self._router.route(self._anchor).owner_transport() is not self._owner:
+                        raise _Gone("the queue's slot moved to another node")
+                messages = self._read(_READ_S)
+                if messages:
+                    pong_due = 0.0  # anything from the server: the connection lives
+                for message in messages:
+                    self._message(message)
             except Exception as exc:  # any failure: this thread must never die
-                # Polling finds the jobs meanwhile; subscribe again after a backoff.
-                self._outage.failed(exc)
+                # Polling finds the jobs meanwhile; set up again after a backoff.
+                if isinstance(exc, _Gone):
+                    log.debug("%s: %s; listening again", self._channel, exc)
+                else:
+                    self._outage.failed(exc)
                 self._drop()
                 refresh = True
-                if self._closed.wait(self._backoff.delay()):
+                if not isinstance(exc, _Gone) and self._closed.wait(self._backoff.delay()):
                     return
-                continue
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind in ("message", "smessage"):
+
+    def _message(self, message: Any) -> None:
+        if not isinstance(message, list) or len(message) < 3:
+            return
+        kind = message[0]
+        if kind == b"message" and message[1] == _INVALIDATE:
+            change = change_of(self._queue, message[2])
+            if self._changed is not None:
+                self._changed(change)
+            elif change.reservable:
                 self._wake_up()
-            elif kind in ("sunsubscribe", "unsubscribe"):
-                # The server dropped us: the slot moved. Subscribe where it lives now.
-                log.debug("%s: the server ended the subscription", self._channel)
-                self._drop()
-                if self._router is not None:
-                    try:
-                        self._router.refresh(force=True)
-                    except Exception as exc:
-                        self._outage.failed(exc)
-                        refresh = True
+        elif kind in (b"message", b"smessage"):
+            self._wake_up()
+        elif kind in (b"sunsubscribe", b"unsubscribe"):
+            # The server dropped us: the slot moved. Listen where it lives now.
+            if self._router is not None:
+                self._router.refresh(force=True)
+            raise _Gone("the server ended the subscription")
 
     def close(self) -> None:
         """Stop listening; returns within the read timeout (``_READ_S``)."""

@@ -17,8 +17,12 @@ What makes it fast, all on one dispatcher thread that owns the round trips:
 * **Concurrency**: ``concurrency=N`` runs N handlers on worker threads, or N coroutines on
   an event loop for ``async def`` handlers; with one synchronous handler the dispatcher
   runs it itself (no thread hand-off).
-* **Wake-ups**: an idle consumer waits on the queue's wake channel (omniq-fast producers
-  publish to it), with ``poll_interval_s`` as the timeout, instead of polling hard.
+* **Wake-ups**: an idle consumer is told by the server (key tracking) of every write that
+  makes a job reservable, whoever made it, and of changes to the delayed and leased sets;
+  it reserves when woken, promotes and reaps when the server says something is due, and
+  polls only every few seconds as a safety net. Where the server has no tracking it waits
+  on the queue's wake channel (omniq-fast producers publish to it) and polls every
+  ``poll_interval_s`` as before.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._consumer_engine import engine_of, now_ms
+from ._protocol.idle import Change
 from ._protocol.dispatch import DEFAULT_PREFETCH, MAX_PREFETCH, STOP_PATIENCE_S, Dispatcher, Trip
 from ._protocol.effects import (
     Effect, Failing, HoldBeats, Line, Log, Recovered, Release, Report, ResumeBeats,
@@ -177,6 +182,23 @@ class Consumer(StopOnSignals):
         self._dispatch.woken = True
         self._event.set()
 
+    def _tracked(self, tracking: bool) -> None:
+        """The wake listener armed key tracking (True) or lost it (False): the timers
+        switch between the server's due times and fixed intervals."""
+        self._dispatch.timers.arm(tracking)
+        self._event.set()
+
+    def _changed(self, change: Change) -> None:
+        """The server told the wake listener of writes to the queue's tracked keys."""
+        timers = self._dispatch.timers
+        if change.due:
+            timers.due_stale = True
+        if change.leases:
+            timers.leases_stale = True
+        if change.reservable:
+            self._dispatch.woken = True
+        self._event.set()
+
     @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called (or a signal, ``max_jobs`` or ``burst`` asked)."""
@@ -204,8 +226,9 @@ class Consumer(StopOnSignals):
             listener = None
             if self.wake:
                 listener = WakeListener(
-                    self.queue, self.wake_up, engine.mode, lambda: engine.redis
-                )
+                    self.queue, self.wake_up, engine.mode, lambda: engine.redis,
+                    core=engine.core, armed=self._tracked, changed=self._changed,
+                )  # fmt: skip
         graceful = False
         try:
             self._loop(workers)

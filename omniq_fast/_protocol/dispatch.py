@@ -34,6 +34,7 @@ from .._scripts import Script, script
 from ..types import JobResult, MalformedJob, Paused, ReservedJob
 from . import calls
 from .backoff import Backoff
+from .idle import IdleTimers
 from .effects import (
     Effect, Failing, HoldBeats, Line, Log, Recovered, Release, Report, ResumeBeats,
     StartBeats, StopBeats,
@@ -131,7 +132,11 @@ class Dispatcher:
         self._nothing_handed = False  # the last reserve answered EMPTY or PAUSED
         self._backoff = Backoff()
         self.retry_at: Optional[float] = None  # backing off after a failure until then
-        self._next_promote = self._next_reap = 0.0
+        # When to promote, reap, read the server's next due times and poll again: fixed
+        # intervals, or (told of every change by key tracking) when the server says.
+        self.timers = IdleTimers(poll_interval_s, promote_interval_s, reap_interval_s)
+        self._quiet_since: Optional[float] = None  # the last reserve found nothing / paused
+        self._quiet_paused = False
         # A job that ran before (attempt > 1: reaped after a crash, or retried) runs with
         # nothing else in this process, so that if it kills the process again it costs no
         # other job an attempt.
@@ -227,13 +232,8 @@ class Dispatcher:
         """The round trip to make now, if any: promote and reap when due, acks when a
         reserve goes out or they waited ``ack_delay_s``, a reserve when there is room.
         Nothing goes out while backing off after a failure."""
-        kinds: list[str] = []
-        if not stopping and now >= self._next_promote:
-            kinds.append("promote_delayed")
-            self._next_promote = now + self.promote_interval_s
-        if not stopping and now >= self._next_reap:
-            kinds.append("reap_expired")
-            self._next_reap = now + self.reap_interval_s
+        timers = self.timers
+        kinds = [] if stopping else timers.due(now)
         want = 0 if stopping else self._want(now)
         if self._acks_ok or self._acks_fail:
             if want or stopping or now - self._oldest_ack >= self.ack_delay_s or (
@@ -242,8 +242,12 @@ class Dispatcher:
                 kinds.append("acks")
         if self.retry_at is not None and now < self.retry_at:
             kinds, want = [], 0  # backing off: nothing goes out before the next try is due
+        # After the reserve, so the times read include a lease it takes.
+        read = not stopping and not (self.retry_at is not None and now < self.retry_at) and (
+            timers.wants_read(now)
+        )
         self._got_jobs = self._paused = self._nothing_handed = False
-        if not kinds and not want:
+        if not kinds and not want and not read:
             return None
         trip = Trip(self._anchor, [], [])
         for kind in kinds:
@@ -258,6 +262,10 @@ class Dispatcher:
             s = script("reserve_batch")
             trip.calls.append((s, calls.evalsha(self._core, s, self._anchor, now_ms, want)))
             trip.steps.append(("reserve", now_ms))
+        if read:
+            s = script("next_due")
+            trip.calls.append((s, calls.evalsha(self._core, s, self._anchor)))
+            trip.steps.append(("next_due", now_ms))
         return trip
 
     def ack_trip(self, now_ms: int) -> Trip:
@@ -309,7 +317,14 @@ class Dispatcher:
         if not idle_worker and self._dry_since is not None:
             # The last reserve found the queue empty: while jobs are still in hand, ask
             # again only after a poll interval or a wake message, not after every job.
-            if not self.woken and now - self._dry_since < self.poll_interval_s:
+            if not self.woken and now - self._dry_since < self.timers.poll_gap(False):
+                return 0
+        if idle_worker and self.timers.tracking and self._quiet_since is not None:
+            # Told of every write that makes a job reservable: an idle consumer reserves
+            # when woken, and polls only as a safety net.
+            if not self.woken and now - self._quiet_since < self.timers.poll_gap(
+                self._quiet_paused
+            ):
                 return 0
         if idle_worker or room >= max(1, target // 4):
             self.woken = False
@@ -340,13 +355,15 @@ class Dispatcher:
             return self.poll_interval_s if self._acks_ok or self._acks_fail else 1.0
         if self._got_jobs:
             return 0.0  # the queue has work: go straight back for more if there is room
-        timeout = min(self._next_promote, self._next_reap) - now
+        timers = self.timers
+        timeout = timers.next_at(now) - now
         if self._acks_ok or self._acks_fail:
             timeout = min(timeout, self.ack_delay_s)
-        if self._paused:
-            timeout = min(timeout, max(0.25, 10 * self.poll_interval_s))
+        if timers.tracking and self._quiet_since is not None:
+            poll_at = self._quiet_since + timers.poll_gap(self._quiet_paused)
+            timeout = min(timeout, poll_at - now)
         else:
-            timeout = min(timeout, self.poll_interval_s)
+            timeout = min(timeout, timers.poll_gap(self._paused))
         return max(0.0, timeout)
 
     # ------------------------------------------------------------------ what came back
@@ -360,6 +377,8 @@ class Dispatcher:
         that may have run is not repeated; jobs it may have leased come back when their
         leases expire."""
         self._requeue_acks(trip.steps, now)
+        if any(kind == "next_due" for kind, _ in trip.steps):
+            self.timers.lost()
         self._failing(cause, now)
 
     def replied(self, trip: Trip, replies: list[Any], now: float) -> None:
@@ -367,6 +386,8 @@ class Dispatcher:
         trouble: Optional[BaseException] = None
         for (kind, arg), reply in zip(trip.steps, replies):
             is_ack = kind in ("ack_ok", "ack_fail")
+            if kind == "next_due" and isinstance(reply, Exception):
+                self.timers.lost()  # a read: ask again at the next turn
             if isinstance(reply, Exception) and did_not_run(reply):
                 # Loading, busy, no script, slot moving...: the call changed nothing. Acks
                 # go again (their jobs beaten meanwhile), the rest at the next turn.
@@ -415,18 +436,22 @@ class Dispatcher:
             self._failed(arg, core.parse_job_results(reply, [c.job_id for c, _ in arg], 2))
         elif kind == "reserve":
             self._reserved(core.parse_reserve_batch_reply(reply), arg, now)
+        elif kind == "next_due":
+            self.timers.read(reply, arg, now)
 
     def _reserved(
         self, jobs: Union[list[ReservedJob], Paused], reserved_at: int, now: float
     ) -> None:
         if isinstance(jobs, Paused):
             self._paused = self._nothing_handed = True
+            self._quiet_since, self._quiet_paused = now, True
             return
         if not jobs:
             self._dry_since = now
             self._nothing_handed = True
+            self._quiet_since, self._quiet_paused = now, False
             return
-        self._dry_since = None
+        self._dry_since = self._quiet_since = None
         self._got_jobs = True
         loads = self._core.loads_payload
         by_interval: dict[float, list[JobCtx]] = {}

