@@ -16,7 +16,7 @@ import redis
 
 from omniq_fast import Client, JobCtx
 
-from shells import consumer_of, noop_for, patch_run_many
+from shells import consumer_of, noop_for, patch_run_many, shell_name
 from support import wait_until
 from test_consumer import other, running, state_of, wait_state  # noqa: F401 (fixture)
 
@@ -161,6 +161,11 @@ def test_prefetched_jobs_are_heartbeated(client: Client, r: redis.Redis, qname: 
 def test_graceful_stop_gives_prefetched_jobs_back(
     client: Client, r: redis.Redis, qname: str
 ) -> None:
+    if shell_name(client) == "async":
+        # The asyncio consumer does not prefetch everything behind a blocked handler (its
+        # reserves follow its handlers' pace), so "all the rest is prefetched" is the
+        # blocking consumer's claim; its own give-back is tested in tests/aio.
+        pytest.skip("the blocking consumer's prefetch pattern")
     warm_up(client, qname)
     gate = threading.Event()
     blocker = client.publish(qname, {"block": True})
