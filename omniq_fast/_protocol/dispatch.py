@@ -233,7 +233,8 @@ class Dispatcher:
         reserve goes out or they waited ``ack_delay_s``, a reserve when there is room.
         Nothing goes out while backing off after a failure."""
         timers = self.timers
-        kinds = [] if stopping else timers.due(now)
+        holding = self.running > 0 or bool(self.ready) or bool(self._acks_ok or self._acks_fail)
+        kinds = [] if stopping else timers.due(now, holding)
         want = 0 if stopping else self._want(now)
         if self._acks_ok or self._acks_fail:
             if want or stopping or now - self._oldest_ack >= self.ack_delay_s or (
@@ -455,6 +456,8 @@ class Dispatcher:
         self._got_jobs = True
         loads = self._core.loads_payload
         by_interval: dict[float, list[JobCtx]] = {}
+        earliest = min(job.lock_until_ms for job in jobs)
+        self.timers.leased((earliest - reserved_at) / 1000, now)
         for job in jobs:
             if isinstance(job, MalformedJob):
                 self._malformed(job, now)

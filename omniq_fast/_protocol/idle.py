@@ -148,8 +148,13 @@ class IdleTimers:
             return IDLE_POLL_S
         return max(0.25, 10 * self.poll_interval_s) if paused else self.poll_interval_s
 
-    def due(self, now: float) -> list[str]:
-        """The timer scripts to run now, in order (and when they are next due)."""
+    def due(self, now: float, holding: bool = False) -> list[str]:
+        """The timer scripts to run now, in order (and when they are next due).
+
+        ``holding``: the consumer holds leases (jobs running, in hand or acks unsent). Then
+        it also reaps every ``reap_interval_s`` as without tracking: a lease of its own that
+        ran out (a handler past its timeout) is taken before its late ack goes, whatever the
+        server's next due time said when it was last read. Idle, it costs nothing."""
         kinds: list[str] = []
         if not self.tracking:
             if now >= self._next_promote:
@@ -162,10 +167,24 @@ class IdleTimers:
         if self._promote_at is not None and now >= self._promote_at:
             kinds.append("promote_delayed")
             self._promote_at, self.due_stale = None, True  # a batch may leave more due
-        if self._reap_at is not None and now >= self._reap_at:
+        if (self._reap_at is not None and now >= self._reap_at) or (
+            holding and now >= self._next_reap
+        ):
             kinds.append("reap_expired")
             self._reap_at, self.leases_stale = None, True
+            self._next_reap = now + self.reap_interval_s
         return kinds
+
+    def leased(self, expires_in_s: float, now: float) -> None:
+        """This consumer took a lease that ends in ``expires_in_s``: reap by then at the
+        latest, as the fixed timers would (the last ``next_due`` reply may predate the
+        reserve, and the active set's changes are re-read only every ``reap_interval_s``).
+        A lease held past its end is the reaper's to take, the consumer's own included."""
+        if not self.tracking:
+            return
+        at = now + max(0.0, expires_in_s)
+        if self._reap_at is None or at < self._reap_at:
+            self._reap_at = at
 
     def wants_read(self, now: float) -> bool:
         """Whether to read the next due times in this round trip (then sent): at once when
