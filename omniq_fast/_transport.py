@@ -113,7 +113,7 @@ def lost(what: str, exc: BaseException, unknown: Optional[list[Any]] = None) -> 
 class _Wire:
     """A pooled connection used raw for one checkout: our encoder writes, our parser reads."""
 
-    __slots__ = ("conn", "sock", "parser")
+    __slots__ = ("conn", "sock", "parser", "raw", "peek", "peek_fd")
 
     def __init__(self, conn: Any, parser: Any) -> None:
         conn.connect()  # no-op when connected; errors here mean nothing was sent
@@ -121,9 +121,52 @@ class _Wire:
         # redis-py keeps the socket on a private attribute; it is the one it writes to.
         self.sock: socket.socket = conn._sock
         self.parser = parser
+        # A plain socket is written with os.write on its descriptor (not TLS, whose bytes
+        # go through the SSL object). A socket with a timeout makes Python poll for room
+        # before every send: one system call more per command than the write itself, when
+        # a small command almost always fits the socket's buffer at once.
+        self.raw = not isinstance(self.sock, ssl.SSLSocket)
+        self.peek: Optional[Any] = None  # closed_by_peer's poll object, made on first use
+        self.peek_fd = -1
 
     def send(self, data: bytes) -> None:
+        # The descriptor is asked for each time, never kept: a socket closed under us
+        # (the pool disconnected) answers -1, while a kept number may name another file.
+        fd = self.sock.fileno() if self.raw else -1
+        if fd >= 0:
+            try:
+                # Non-blocking when the socket has a timeout: a full buffer takes part (or
+                # nothing) and sendall sends the rest, waiting at most the timeout as
+                # before. Without a timeout it blocks, as sendall would.
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         self.sock.sendall(data)
+
+    def closed_by_peer(self) -> bool:
+        """Whether the server closed (or wrote unasked to) this idle connection: a peek
+        that does not block. Checked before reusing the held wire, as redis-py's pool
+        checks a connection before handing it out, so a call is not sent into a dead
+        socket (its outcome would then be unknown although nothing ran)."""
+        # poll, not a non-blocking recv: a socket with a timeout waits for input before
+        # any recv, flags or not. One poll object per wire, not a select's descriptor
+        # sets built on every call.
+        fd = self.sock.fileno()
+        if fd < 0:
+            return True  # closed under us
+        try:
+            if fd != self.peek_fd or self.peek is None:
+                self.peek = select.poll()
+                self.peek.register(fd, select.POLLIN | select.POLLPRI)
+                self.peek_fd = fd
+            # End of stream, unasked-for bytes, or an error (POLLHUP, POLLERR, POLLNVAL
+            # are reported whatever was asked for).
+            return bool(self.peek.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def read(self, count: int) -> list[Any]:
         parser, recv = self.parser, self.sock.recv
@@ -149,18 +192,20 @@ def _give_back(pool: Any, held: list[Any]) -> None:
     held.clear()
 
 
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the server closed (or wrote unasked to) an idle connection: a peek that
-    does not block. Checked before reusing the held wire, as redis-py's pool checks a
-    connection before handing it out, so a call is not sent into a dead socket (its
-    outcome would then be unknown although nothing ran)."""
-    # select, not a non-blocking recv: a socket with a timeout waits for input before
-    # any recv, flags or not.
-    try:
-        readable, _, broken = select.select((sock,), (), (sock,), 0)
-    except (OSError, ValueError):
-        return True  # closed under us
-    return bool(readable or broken)  # end of stream, unasked-for bytes, or an error
+#: Every live transport, so that a forked child forgets their held connections.
+_TRANSPORTS: "weakref.WeakSet[Transport]" = weakref.WeakSet()
+
+
+def _forget_held_in_child() -> None:
+    """After a fork, in the child: no transport may use the parent's held socket (the
+    parent still owns it); each starts afresh, as redis-py's pool does. A hook run once
+    per fork rather than a getpid per call (a system call on every publish)."""
+    for transport in list(_TRANSPORTS):
+        transport._forget_held()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; a platform without fork needs no hook
+    os.register_at_fork(after_in_child=_forget_held_in_child)
 
 
 class Transport:
@@ -178,7 +223,7 @@ class Transport:
         self._core = core
         self._held: Optional[_Wire] = None
         self._held_lock = threading.Lock()
-        self._pid = os.getpid()
+        _TRANSPORTS.add(self)
         # The held connection goes back to the pool when this transport is closed or
         # garbage-collected: a client made on a shared redis-py client (``redis=``) and
         # dropped without close() must not keep a connection of that pool for ever.
@@ -190,14 +235,9 @@ class Transport:
     def _checkout(self) -> _Wire:
         """A connected wire; setting one up sends no command of ours, so its failures are
         raised typed by :func:`connect_error` (nothing ran)."""
-        if self._pid != os.getpid():
-            # A forked child must not share the parent's socket: forget it (the parent
-            # still owns it) and start afresh, as redis-py's pool does.
-            self._held, self._held_lock, self._pid = None, threading.Lock(), os.getpid()
-            self._held_conn[:] = []
         if self._held_lock.acquire(blocking=False):
             wire = self._held
-            if wire is not None and not _closed_by_peer(wire.sock):
+            if wire is not None and not wire.closed_by_peer():
                 return wire
             try:
                 if wire is not None:
@@ -214,6 +254,13 @@ class Transport:
                 self._held_lock.release()
                 raise
         return self._pooled()
+
+    def _forget_held(self) -> None:
+        """Drop the held wire without closing or releasing it (a forked child's copy of
+        the parent's; see :func:`_forget_held_in_child`). A fresh lock: the fork may have
+        copied it taken by a thread that does not exist in the child."""
+        self._held, self._held_lock = None, threading.Lock()
+        self._held_conn[:] = []
 
     def _hold(self, wire: Optional[_Wire]) -> None:
         self._held = wire
