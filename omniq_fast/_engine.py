@@ -187,6 +187,14 @@ class Engine:
 
     def run(self, call: Call[T]) -> T:
         """Send ``call`` where its anchor lives and read its result."""
+        transport = self.transport
+        if call.script is not None and transport is not None and self._cluster is False:
+            # The hot path of single calls (a publish loop): a server known to be
+            # standalone has one place to send to, so no routing, and no lists built
+            # for run_many's general case.
+            wake = call.wake
+            extra = b"" if wake is None else (self._wakes.get(wake) or self.wake_command(wake))
+            return call.result(transport.run_one(call.script, call.data, extra))
         target = self.at(call.anchor)
         if call.script is None:
             reply = target.read_encoded(call.data, f"read of {call.anchor}")

@@ -448,12 +448,33 @@ class Transport:
         count = len(calls) + len(extra)
         what = "+".join(script.name for script, _ in calls)
         replies = self.roundtrip(data, count, what)
+        self._resend_noscript(calls, replies, what)
+        return replies
+
+    def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
+        """One encoded EVALSHA, and ``extra`` (one encoded command, e.g. a PUBLISH, or
+        nothing) after it in the same write; the EVALSHA's reply, an error as a value.
+        :meth:`run_many` for a single call, without the lists (a publish loop's path);
+        ``extra``'s reply is read and dropped."""
+        if extra:
+            replies = self.roundtrip(data + extra, 2, script.name)
+        else:
+            replies = self.roundtrip(data, 1, script.name)
+        if isinstance(replies[0], ReplyError):  # perhaps NOSCRIPT: the general path decides
+            self._resend_noscript(((script, data),), replies, script.name)
+        return replies[0]
+
+    def _resend_noscript(
+        self, calls: Sequence[tuple[Script, bytes]], replies: list[Any], what: str
+    ) -> None:
+        """Calls that answered NOSCRIPT changed nothing: load their scripts and send them
+        again, in order, in one more round trip (a bounded number of times); their new
+        replies replace the NOSCRIPT ones in ``replies``."""
         for _ in range(MAX_NOSCRIPT_RETRIES):
             again = resend(self._core, calls, replies)
             if again is None:
                 break
             again.merge(replies, self.roundtrip(again.data, again.count, what))
-        return replies
 
     def close(self) -> None:
         self.release_held()
