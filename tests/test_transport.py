@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import threading
 import time
 from types import ModuleType
 
 import pytest
+import redis
 
-from omniq_fast import Client, ConnectionLost, PublishManyError, ReplyError
+from omniq_fast import (
+    Client, ConnectionLost, DuplicateJob, PublishManyError, ReplyError, ReservedJob,
+)  # fmt: skip
 from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
 
 OK_BATCH = b"*2\r\n$2\r\nOK\r\n$1\r\n5\r\n"
@@ -94,3 +101,105 @@ def test_a_held_connection_the_server_closed_is_not_used(redis_url: str, qname: 
         assert c.publish(qname, {"i": 1})  # not ConnectionLost: the dead socket was noticed
     assert admin.llen("{" + qname + "}:wait") == 2
     admin.close()
+
+
+def test_threads_publishing_through_one_client_each_get_their_own_replies(
+    redis_url: str, qname: str, core: ModuleType
+) -> None:
+    """One client shared by many threads: one of them at a time uses the held connection,
+    the others pooled ones. Every reply must reach the thread that sent its command: each
+    thread publishes, publishes the same id again (DUPLICATE), and reserves from a queue of
+    its own (the job it just queued, payload and all), so a crossed reply shows."""
+    threads, rounds = 8, 120
+    barrier = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def work(t: int) -> None:
+        queue = f"{qname}-{t}"
+        try:
+            barrier.wait()
+            for i in range(rounds):
+                job_id = f"{t}-{i}"
+                assert c.publish(queue, {"t": t, "i": i}, job_id=job_id) == job_id
+                with pytest.raises(DuplicateJob):
+                    c.publish(queue, {"t": t, "i": i}, job_id=job_id)
+                job = c.reserve(queue)
+                assert isinstance(job, ReservedJob), job
+                assert (job.job_id, json.loads(job.payload)) == (job_id, {"t": t, "i": i})
+                if i % 2:  # plain reads and acks in between: other reply shapes
+                    assert c.is_paused(queue) is False
+                    c.ack_success(queue, job.job_id, job.lease_token)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    with Client(redis_url, _core=core) as c:
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not failures, failures[0]
+        pool = c.redis.connection_pool
+        assert len(pool._in_use_connections) <= 1  # only the held one is out of the pool
+    r = redis.Redis.from_url(redis_url)
+    for t in range(threads):
+        assert int(r.zcard("{" + f"{qname}-{t}" + "}:active")) == rounds // 2
+    r.close()
+
+
+def test_a_forked_child_does_not_use_the_parents_held_connection(
+    redis_url: str, qname: str, core: ModuleType
+) -> None:
+    """After a fork the child must open its own connection: writing to the parent's
+    socket would interleave both processes' commands and replies."""
+    with Client(redis_url, _core=core) as c:
+        c.publish(qname, {"i": 0})
+        transport = c._engine.transport
+        assert transport is not None and transport._held is not None
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                if transport._held is None and c.publish(qname, {"i": 1}):
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert c.publish(qname, {"i": 2})  # the parent's own connection still works
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("{" + qname + "}:wait") == 3
+    r.close()
+
+
+def test_a_held_connection_closed_under_it_is_replaced(redis_url: str, qname: str) -> None:
+    """redis-py's pool may close every connection, the held one too (``disconnect()``): its
+    socket is then closed and its descriptor number may already name another file, so the
+    next call must notice and connect afresh (nothing was sent, so no unknown outcome)."""
+    with Client(redis_url) as c:
+        c.publish(qname, {"i": 0})
+        c.redis.connection_pool.disconnect()
+        spare = socket.socket()  # likely to take the closed socket's descriptor number
+        try:
+            assert c.publish(qname, {"i": 1})
+        finally:
+            spare.close()
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("{" + qname + "}:wait") == 2
+    r.close()
+
+
+@pytest.mark.parametrize("socket_timeout", [30.0, None], ids=["timeout", "blocking"])
+def test_a_command_larger_than_the_socket_buffer_is_sent_whole(
+    redis_url: str, qname: str, socket_timeout: float | None
+) -> None:
+    """A write takes what fits the socket's buffer; the rest must follow (with a timeout
+    the socket does not block, so the first write is partial)."""
+    text = "x" * (12 << 20)
+    with Client(redis_url, socket_timeout=socket_timeout) as c:
+        c.publish(qname, {"big": text, "i": 0})
+        c.publish(qname, {"big": text, "i": 1})  # the held connection, reused
+        jobs = [c.reserve(qname), c.reserve(qname)]
+    assert [json.loads(j.payload) for j in jobs if isinstance(j, ReservedJob)] == [
+        {"big": text, "i": 0}, {"big": text, "i": 1},
+    ]  # fmt: skip
