@@ -23,7 +23,7 @@ from ._cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument
 from ._options import check_number
 from ._scripts import Script
-from ._transport import Transport, connect_error
+from ._transport import KEEP_MAX, Transport, connect_error
 
 __all__ = ["Engine", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
 
@@ -108,7 +108,9 @@ class Engine:
                 redis = redis_py.Redis(**redis_options)
             else:
                 redis = redis_py.Redis.from_url(url, **redis_options)
-        self.transport = Transport(redis, self.core)
+        # Its own pool lends connections to nobody else: one is kept per thread calling
+        # at once. A pool it was given keeps one, as the caller's code shares it.
+        self.transport = Transport(redis, self.core, KEEP_MAX if self.owns_redis else 1)
 
     # ------------------------------------------------------------------ lifecycle
 
