@@ -14,7 +14,6 @@ import os
 import select
 import socket
 import ssl
-import threading
 import weakref
 from collections import deque
 from types import ModuleType
@@ -111,8 +110,8 @@ def lost(what: str, exc: BaseException, unknown: Optional[list[Any]] = None) -> 
 
 
 class _Wire:
-    """A pooled connection used raw while checked out (kept idle between calls, or for
-one call): our encoder writes, our parser reads."""
+    """A pooled connection used raw while it is out of the pool (for one call, or kept
+    between calls): our encoder writes, our parser reads."""
 
     __slots__ = ("conn", "sock", "parser", "raw", "peek", "peek_fd", "generation")
 

@@ -103,8 +103,9 @@ def test_a_held_connection_the_server_closed_is_not_used(redis_url: str, qname: 
     admin.close()
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["own-pool", "given-pool"])
 def test_threads_publishing_through_one_client_each_get_their_own_replies(
-    redis_url: str, qname: str, core: ModuleType
+    redis_url: str, qname: str, core: ModuleType, given: bool
 ) -> None:
     """One client shared by many threads, each call on a connection of its own (kept out
     of the pool between calls). Every reply must reach the thread that sent its command: each
@@ -132,7 +133,8 @@ def test_threads_publishing_through_one_client_each_get_their_own_replies(
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
-    with Client(redis_url, _core=core) as c:
+    shared = redis.Redis.from_url(redis_url)
+    with (Client(redis=shared, _core=core) if given else Client(redis_url, _core=core)) as c:
         workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
         for w in workers:
             w.start()
@@ -140,8 +142,12 @@ def test_threads_publishing_through_one_client_each_get_their_own_replies(
             w.join()
         assert not failures, failures[0]
         pool = c.redis.connection_pool
-        # Out of the pool: the connections kept for the next calls, at most one a thread.
-        assert 1 <= len(pool._in_use_connections) <= threads
+        # Out of the pool: the connections kept for the next calls, at most one a thread
+        # (one in all on a pool the caller's own code shares).
+        assert 1 <= len(pool._in_use_connections) <= (1 if given else threads)
+    if given:  # close() gave the connection back to the pool it was given
+        assert len(pool._in_use_connections) == 0
+    shared.close()
     r = redis.Redis.from_url(redis_url)
     for t in range(threads):
         assert int(r.zcard("{" + f"{qname}-{t}" + "}:active")) == rounds // 2
@@ -204,3 +210,21 @@ def test_a_command_larger_than_the_socket_buffer_is_sent_whole(
     assert [json.loads(j.payload) for j in jobs if isinstance(j, ReservedJob)] == [
         {"big": text, "i": 0}, {"big": text, "i": 1},
     ]  # fmt: skip
+
+
+def test_a_connection_in_use_when_the_client_closes_goes_back_to_the_pool(
+    redis_url: str, qname: str
+) -> None:
+    """close() gives the kept connections back at once; one a call (another thread's) is
+    using then goes back to the pool when that call ends, not into the kept ones."""
+    shared = redis.Redis.from_url(redis_url)
+    c = Client(redis=shared)
+    c.publish(qname, {"i": 0})
+    transport = c._engine.transport
+    assert transport is not None
+    wire = transport._checkout()  # as a call in flight holds it
+    c.close()
+    transport._checkin(wire, True)
+    assert not transport._idle
+    assert len(shared.connection_pool._in_use_connections) == 0
+    shared.close()
