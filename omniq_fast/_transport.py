@@ -45,6 +45,9 @@ __all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _READ_SIZE = 1 << 16
+# A socket's descriptor takes os.write on POSIX only (on Windows a socket is no CRT file),
+# and select.poll is POSIX only too: elsewhere the wire uses sendall and select.
+_POSIX = os.name == "posix" and hasattr(select, "poll")
 _EXHAUSTED = StopIteration()  # marks a source that simply ran out
 
 T = TypeVar("T")
@@ -126,7 +129,7 @@ class _Wire:
         # go through the SSL object). A socket with a timeout makes Python poll for room
         # before every send: one system call more per command than the write itself, when
         # a small command almost always fits the socket's buffer at once.
-        self.raw = not isinstance(self.sock, ssl.SSLSocket)
+        self.raw = _POSIX and not isinstance(self.sock, ssl.SSLSocket)
         self.peek: Optional[Any] = None  # closed_by_peer's poll object, made on first use
         self.peek_fd = -1
 
@@ -159,6 +162,9 @@ class _Wire:
         if fd < 0:
             return True  # closed under us
         try:
+            if not _POSIX:
+                readable, _, broken = select.select((fd,), (), (fd,), 0)
+                return bool(readable or broken)
             if fd != self.peek_fd or self.peek is None:
                 self.peek = select.poll()
                 self.peek.register(fd, select.POLLIN | select.POLLPRI)

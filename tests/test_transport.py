@@ -228,3 +228,24 @@ def test_a_connection_in_use_when_the_client_closes_goes_back_to_the_pool(
     assert not transport._idle
     assert len(shared.connection_pool._in_use_connections) == 0
     shared.close()
+
+
+def test_the_portable_wire_sends_and_peeks_without_poll(
+    redis_url: str, qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where sockets are no files and select.poll is missing (Windows), the wire sends
+    with sendall and peeks with select: the same calls, and a killed connection is still
+    noticed before it is reused."""
+    from omniq_fast import _transport
+
+    monkeypatch.setattr(_transport, "_POSIX", False)
+    admin = redis.Redis.from_url(redis_url)
+    with Client(redis_url, client_name="portable-" + qname) as c:
+        assert c.publish(qname, {"i": 0})
+        for entry in admin.client_list():
+            if entry.get("name") == "portable-" + qname:
+                admin.client_kill_filter(_id=entry["id"])
+        time.sleep(0.05)  # the server's close reaches our socket
+        assert c.publish(qname, {"i": 1})
+    assert admin.llen("{" + qname + "}:wait") == 2
+    admin.close()
