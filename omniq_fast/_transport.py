@@ -46,8 +46,11 @@ _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _READ_SIZE = 1 << 16
 # A socket's descriptor takes os.write on POSIX only (on Windows a socket is no CRT file),
-# and select.poll is POSIX only too: elsewhere the wire uses sendall and select.
-_POSIX = os.name == "posix" and hasattr(select, "poll")
+# and select.poll is POSIX only too: elsewhere the wire uses sendall and select. Bound at
+# import: a later monkey-patching (gevent drops select.poll) must not break a peek, which
+# never blocks anyway.
+_new_poll = getattr(select, "poll", None)
+_POSIX = os.name == "posix" and _new_poll is not None
 _EXHAUSTED = StopIteration()  # marks a source that simply ran out
 
 T = TypeVar("T")
@@ -162,11 +165,11 @@ class _Wire:
         if fd < 0:
             return True  # closed under us
         try:
-            if not _POSIX:
+            if not _POSIX or _new_poll is None:
                 readable, _, broken = select.select((fd,), (), (fd,), 0)
                 return bool(readable or broken)
             if fd != self.peek_fd or self.peek is None:
-                self.peek = select.poll()
+                self.peek = _new_poll()
                 self.peek.register(fd, select.POLLIN | select.POLLPRI)
                 self.peek_fd = fd
             # End of stream, unasked-for bytes, or an error (POLLHUP, POLLERR, POLLNVAL
