@@ -5,8 +5,9 @@
 Without ``--redis-url`` (or ``REDIS_URL``) it starts an embedded Valkey so that the
 server's CPU counters measure this run alone. Rows:
 
-* publish: official ``publish`` loop, omniq-fast ``publish`` loop, ``publish_many``
-  (compiled core and pure-Python twin);
+* publish: official ``publish`` loop, omniq-fast ``publish`` loop (one thread, and four
+  threads sharing one client), ``publish_many`` (compiled core and pure-Python twin);
+  ``--publish-only`` runs these rows alone;
 * drain: official ``consume`` (no-op handler, in a subprocess stopped with SIGTERM once the
   queue is empty), and a ``reserve_many`` / ``ack_success_many`` loop (both cores);
 * consume: omniq-fast ``Consumer`` with a no-op handler at concurrency 1 and 8 (at the
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -117,12 +119,36 @@ def bench_publish(url: str, r: redis.Redis, jobs: int, cython: ModuleType) -> li
                                     lambda: [c.publish(q, payload(i)) for i in range(jobs)]
                                     and None))  # fmt: skip
                 drop(r, q)
+                q = fresh_queue()
+                rows.append(measure(f"omniq-fast publish loop, {THREADS} threads on one client "
+                                    f"({label})", jobs, r,
+                                    lambda: publish_in_threads(c, q, jobs)))  # fmt: skip
+                drop(r, q)
             q = fresh_queue()
             rows.append(measure(f"omniq-fast publish_many ({label})", jobs, r,
                                 lambda: c.publish_many(q, (payload(i) for i in range(jobs)))
                                 and None))  # fmt: skip
             drop(r, q)
     return rows
+
+
+#: Threads of the shared-client publish row: more than the cores, as in a threaded web app.
+THREADS = 4
+
+
+def publish_in_threads(c: Client, queue: str, jobs: int) -> None:
+    """``jobs`` publishes split over :data:`THREADS` threads sharing ``c`` (one of them at a
+    time on the client's held connection, the others on pooled ones)."""
+
+    def work(start: int) -> None:
+        for i in range(start, jobs, THREADS):
+            c.publish(queue, payload(i))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 # --------------------------------------------------------------------------- consumers
@@ -227,11 +253,13 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run(url: str, jobs: int, consume_jobs: int) -> list[Row]:
+def run(url: str, jobs: int, consume_jobs: int, only_publish: bool = False) -> list[Row]:
     from omniq_fast import _core as cython  # the comparison needs the compiled core
 
     r = redis.Redis.from_url(url)
     rows = bench_publish(url, r, jobs, cython)
+    if only_publish:
+        return rows
     rows.append(bench_official_consume(url, r, consume_jobs, cython))
     rows.append(bench_drain(url, r, jobs, cython, "cython"))
     rows.append(bench_drain(url, r, jobs, _core_py, "python"))
@@ -253,12 +281,14 @@ def main() -> int:
                         help="jobs for the official consume row (it is slow)")  # fmt: skip
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="only the publish rows (a quick look at single calls)")  # fmt: skip
     args = parser.parse_args()
     if args.redis_url:
-        rows = run(args.redis_url, args.jobs, args.consume_jobs)
+        rows = run(args.redis_url, args.jobs, args.consume_jobs, args.publish_only)
     else:
         with EmbeddedServer() as server:
-            rows = run(server.url, args.jobs, args.consume_jobs)
+            rows = run(server.url, args.jobs, args.consume_jobs, args.publish_only)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as fh:

@@ -23,7 +23,7 @@ from ._cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument
 from ._options import check_number
 from ._scripts import Script
-from ._transport import Transport, connect_error
+from ._transport import KEEP_MAX, Transport, connect_error
 
 __all__ = ["Engine", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
 
@@ -108,7 +108,9 @@ class Engine:
                 redis = redis_py.Redis(**redis_options)
             else:
                 redis = redis_py.Redis.from_url(url, **redis_options)
-        self.transport = Transport(redis, self.core)
+        # Its own pool lends connections to nobody else: one is kept per thread calling
+        # at once. A pool it was given keeps one, as the caller's code shares it.
+        self.transport = Transport(redis, self.core, KEEP_MAX if self.owns_redis else 1)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,6 +189,14 @@ class Engine:
 
     def run(self, call: Call[T]) -> T:
         """Send ``call`` where its anchor lives and read its result."""
+        transport = self.transport
+        if call.script is not None and transport is not None and self._cluster is False:
+            # The hot path of single calls (a publish loop): a server known to be
+            # standalone has one place to send to, so no routing, and no lists built
+            # for run_many's general case.
+            wake = call.wake
+            extra = b"" if wake is None else (self._wakes.get(wake) or self.wake_command(wake))
+            return call.result(transport.run_one(call.script, call.data, extra))
         target = self.at(call.anchor)
         if call.script is None:
             reply = target.read_encoded(call.data, f"read of {call.anchor}")

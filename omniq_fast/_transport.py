@@ -14,7 +14,6 @@ import os
 import select
 import socket
 import ssl
-import threading
 import weakref
 from collections import deque
 from types import ModuleType
@@ -41,11 +40,17 @@ from ._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from ._protocol.noscript import is_noscript as _is_noscript
 from ._scripts import Script
 
-__all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES"]
+__all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_MAX"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _READ_SIZE = 1 << 16
+# A socket's descriptor takes os.write on POSIX only (on Windows a socket is no CRT file),
+# and select.poll is POSIX only too: elsewhere the wire uses sendall and select. Bound at
+# import: a later monkey-patching (gevent drops select.poll) must not break a peek, which
+# never blocks anyway.
+_new_poll = getattr(select, "poll", None)
+_POSIX = os.name == "posix" and _new_poll is not None
 _EXHAUSTED = StopIteration()  # marks a source that simply ran out
 
 T = TypeVar("T")
@@ -111,19 +116,67 @@ def lost(what: str, exc: BaseException, unknown: Optional[list[Any]] = None) -> 
 
 
 class _Wire:
-    """A pooled connection used raw for one checkout: our encoder writes, our parser reads."""
+    """A pooled connection used raw while it is out of the pool (for one call, or kept
+    between calls): our encoder writes, our parser reads."""
 
-    __slots__ = ("conn", "sock", "parser")
+    __slots__ = ("conn", "sock", "parser", "raw", "peek", "peek_fd", "generation")
 
-    def __init__(self, conn: Any, parser: Any) -> None:
+    def __init__(self, conn: Any, parser: Any, generation: int) -> None:
         conn.connect()  # no-op when connected; errors here mean nothing was sent
         self.conn = conn
+        self.generation = generation  # the transport's when checked out of the pool
         # redis-py keeps the socket on a private attribute; it is the one it writes to.
         self.sock: socket.socket = conn._sock
         self.parser = parser
+        # A plain socket is written with os.write on its descriptor (not TLS, whose bytes
+        # go through the SSL object). A socket with a timeout makes Python poll for room
+        # before every send: one system call more per command than the write itself, when
+        # a small command almost always fits the socket's buffer at once.
+        self.raw = _POSIX and not isinstance(self.sock, ssl.SSLSocket)
+        self.peek: Optional[Any] = None  # closed_by_peer's poll object, made on first use
+        self.peek_fd = -1
 
     def send(self, data: bytes) -> None:
+        # The descriptor is asked for each time, never kept: a socket closed under us
+        # (the pool disconnected) answers -1, while a kept number may name another file.
+        fd = self.sock.fileno() if self.raw else -1
+        if fd >= 0:
+            try:
+                # Non-blocking when the socket has a timeout: a full buffer takes part (or
+                # nothing) and sendall sends the rest, waiting at most the timeout as
+                # before. Without a timeout it blocks, as sendall would.
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         self.sock.sendall(data)
+
+    def closed_by_peer(self) -> bool:
+        """Whether the server closed (or wrote unasked to) this idle connection: a peek
+        that does not block. Checked before reusing a kept wire, as redis-py's pool
+        checks a connection before handing it out, so a call is not sent into a dead
+        socket (its outcome would then be unknown although nothing ran)."""
+        # poll, not a non-blocking recv: a socket with a timeout waits for input before
+        # any recv, flags or not. One poll object per wire, not a select's descriptor
+        # sets built on every call.
+        fd = self.sock.fileno()
+        if fd < 0:
+            return True  # closed under us
+        try:
+            if not _POSIX or _new_poll is None:
+                readable, _, broken = select.select((fd,), (), (fd,), 0)
+                return bool(readable or broken)
+            if fd != self.peek_fd or self.peek is None:
+                self.peek = _new_poll()
+                self.peek.register(fd, select.POLLIN | select.POLLPRI)
+                self.peek_fd = fd
+            # End of stream, unasked-for bytes, or an error (POLLHUP, POLLERR, POLLNVAL
+            # are reported whatever was asked for).
+            return bool(self.peek.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def read(self, count: int) -> list[Any]:
         parser, recv = self.parser, self.sock.recv
@@ -140,92 +193,88 @@ class _Wire:
         return replies
 
 
-def _give_back(pool: Any, held: list[Any]) -> None:
-    for conn in held:
+def _give_back(pool: Any, idle: list[_Wire]) -> None:
+    while idle:
         try:
-            pool.release(conn)
+            pool.release(idle.pop().conn)
+        except IndexError:  # another thread took the last one
+            break
         except Exception:  # the pool is gone or closed: nothing is left to give back to
             pass
-    held.clear()
 
 
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the server closed (or wrote unasked to) an idle connection: a peek that
-    does not block. Checked before reusing the held wire, as redis-py's pool checks a
-    connection before handing it out, so a call is not sent into a dead socket (its
-    outcome would then be unknown although nothing ran)."""
-    # select, not a non-blocking recv: a socket with a timeout waits for input before
-    # any recv, flags or not.
-    try:
-        readable, _, broken = select.select((sock,), (), (sock,), 0)
-    except (OSError, ValueError):
-        return True  # closed under us
-    return bool(readable or broken)  # end of stream, unasked-for bytes, or an error
+#: Every live transport, so that a forked child forgets their kept connections.
+_TRANSPORTS: "weakref.WeakSet[Transport]" = weakref.WeakSet()
+
+
+def _forget_kept_in_child() -> None:
+    """After a fork, in the child: no transport may use the parent's kept sockets (the
+    parent still owns them); each starts afresh, as redis-py's pool does. A hook run once
+    per fork rather than a getpid per call (a system call on every publish)."""
+    for transport in list(_TRANSPORTS):
+        transport._idle.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; a platform without fork needs no hook
+    os.register_at_fork(after_in_child=_forget_kept_in_child)
+
+#: Most idle connections a transport keeps out of a pool it owns (one per thread that
+#: calls at once, up to this; more concurrent calls check connections out of the pool).
+KEEP_MAX = 32
 
 
 class Transport:
     """Runs commands and scripts over one redis-py client's connection pool.
 
-    One connection is held out of the pool for whichever thread gets there first: a call
-    that finds it free uses it (a try-lock, no pool checkout, no redis-py hooks: the single
-    calls of one producer thread cost a fraction); concurrent calls take pooled connections
-    as before. TLS connections always go through the pool (an SSL socket cannot peek).
+    Connections are kept out of the pool between calls, ready, up to ``keep`` of them
+    (the last used on top): a call takes one with no pool checkout and no redis-py hooks
+    (the single calls of a producer cost a fraction), and gives it back after; threads
+    calling at once each take their own, so replies never cross. Past ``keep`` idle, a
+    connection goes back to the pool. TLS connections always go through the pool (an SSL
+    socket cannot peek).
     """
 
-    def __init__(self, client: redis.Redis, core: ModuleType) -> None:
+    def __init__(self, client: redis.Redis, core: ModuleType, keep: int = 1) -> None:
         self.redis = client
         self._pool = client.connection_pool
         self._core = core
-        self._held: Optional[_Wire] = None
-        self._held_lock = threading.Lock()
-        self._pid = os.getpid()
-        # The held connection goes back to the pool when this transport is closed or
+        # A bounded pool keeps half its connections for callers of the redis-py client.
+        bound = getattr(self._pool, "max_connections", None)
+        self._keep = max(1, min(keep, bound // 2)) if isinstance(bound, int) else keep
+        # Idle wires; list.pop and list.append are atomic, so no lock: a thread that finds
+        # the list empty (or loses the race for its last wire) checks one out of the pool.
+        self._idle: list[_Wire] = []
+        # Bumped by release_held: a wire checked out before it is released at its checkin
+        # instead of being kept.
+        self._generation = 0
+        _TRANSPORTS.add(self)
+        # The kept connections go back to the pool when this transport is closed or
         # garbage-collected: a client made on a shared redis-py client (``redis=``) and
-        # dropped without close() must not keep a connection of that pool for ever.
-        self._held_conn: list[Any] = []
-        weakref.finalize(self, _give_back, self._pool, self._held_conn)
+        # dropped without close() must not keep connections of that pool for ever.
+        weakref.finalize(self, _give_back, self._pool, self._idle)
 
     # ------------------------------------------------------------------ checkout
 
     def _checkout(self) -> _Wire:
         """A connected wire; setting one up sends no command of ours, so its failures are
         raised typed by :func:`connect_error` (nothing ran)."""
-        if self._pid != os.getpid():
-            # A forked child must not share the parent's socket: forget it (the parent
-            # still owns it) and start afresh, as redis-py's pool does.
-            self._held, self._held_lock, self._pid = None, threading.Lock(), os.getpid()
-            self._held_conn[:] = []
-        if self._held_lock.acquire(blocking=False):
-            wire = self._held
-            if wire is not None and not _closed_by_peer(wire.sock):
-                return wire
+        idle = self._idle
+        while idle:
             try:
-                if wire is not None:
-                    self._hold(None)
-                    wire.conn.disconnect()
-                    self._pool.release(wire.conn)
-                wire = self._pooled()
-                if isinstance(wire.sock, ssl.SSLSocket):
-                    self._held_lock.release()  # the lock is not held for a pooled wire
-                    return wire
-                self._hold(wire)
+                wire = idle.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if not wire.closed_by_peer():
                 return wire
-            except BaseException:
-                self._held_lock.release()
-                raise
+            wire.conn.disconnect()
+            self._pool.release(wire.conn)
         return self._pooled()
 
-    def _hold(self, wire: Optional[_Wire]) -> None:
-        self._held = wire
-        self._held_conn[:] = [] if wire is None else [wire.conn]
-
     def release_held(self) -> None:
-        """Give the held connection back to the pool (waits for a call using it)."""
-        with self._held_lock:
-            wire = self._held
-            self._hold(None)
-        if wire is not None:
-            self._pool.release(wire.conn)
+        """Give the kept connections back to the pool; one a call is using goes back when
+        that call ends."""
+        self._generation += 1
+        _give_back(self._pool, self._idle)
 
     def _pooled(self) -> _Wire:
         try:
@@ -233,7 +282,7 @@ class Transport:
         except Exception as exc:
             raise connect_error(exc) from exc
         try:
-            return _Wire(conn, self._core.ReplyParser())
+            return _Wire(conn, self._core.ReplyParser(), self._generation)
         except Exception as exc:
             self._pool.release(conn)
             raise connect_error(exc) from exc
@@ -242,17 +291,13 @@ class Transport:
             raise
 
     def _checkin(self, wire: _Wire, healthy: bool) -> None:
-        if wire is self._held:
-            if not healthy:
-                self._hold(None)
-                wire.conn.disconnect()
-                self._pool.release(wire.conn)
-            self._held_lock.release()
-            return
         if not healthy:
             # Half-written commands or half-read replies: the connection's state is
             # unknown, so it is closed rather than handed to the next caller.
             wire.conn.disconnect()
+        elif wire.raw and wire.generation == self._generation and len(self._idle) < self._keep:
+            self._idle.append(wire)
+            return
         self._pool.release(wire.conn)
 
     # ------------------------------------------------------------------ round trips
@@ -401,12 +446,33 @@ class Transport:
         count = len(calls) + len(extra)
         what = "+".join(script.name for script, _ in calls)
         replies = self.roundtrip(data, count, what)
+        self._resend_noscript(calls, replies, what)
+        return replies
+
+    def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
+        """One encoded EVALSHA, and ``extra`` (one encoded command, e.g. a PUBLISH, or
+        nothing) after it in the same write; the EVALSHA's reply, an error as a value.
+        :meth:`run_many` for a single call, without the lists (a publish loop's path);
+        ``extra``'s reply is read and dropped."""
+        if extra:
+            replies = self.roundtrip(data + extra, 2, script.name)
+        else:
+            replies = self.roundtrip(data, 1, script.name)
+        if isinstance(replies[0], ReplyError):  # perhaps NOSCRIPT: the general path decides
+            self._resend_noscript(((script, data),), replies, script.name)
+        return replies[0]
+
+    def _resend_noscript(
+        self, calls: Sequence[tuple[Script, bytes]], replies: list[Any], what: str
+    ) -> None:
+        """Calls that answered NOSCRIPT changed nothing: load their scripts and send them
+        again, in order, in one more round trip (a bounded number of times); their new
+        replies replace the NOSCRIPT ones in ``replies``."""
         for _ in range(MAX_NOSCRIPT_RETRIES):
             again = resend(self._core, calls, replies)
             if again is None:
                 break
             again.merge(replies, self.roundtrip(again.data, again.count, what))
-        return replies
 
     def close(self) -> None:
         self.release_held()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import threading
 import time
 from types import ModuleType
 
 import pytest
+import redis
 
-from omniq_fast import Client, ConnectionLost, PublishManyError, ReplyError
+from omniq_fast import (
+    Client, ConnectionLost, DuplicateJob, PublishManyError, ReplyError, ReservedJob,
+)  # fmt: skip
 from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
 
 OK_BATCH = b"*2\r\n$2\r\nOK\r\n$1\r\n5\r\n"
@@ -92,5 +99,153 @@ def test_a_held_connection_the_server_closed_is_not_used(redis_url: str, qname: 
         assert killed >= 1
         time.sleep(0.05)  # the server's close reaches our socket
         assert c.publish(qname, {"i": 1})  # not ConnectionLost: the dead socket was noticed
+    assert admin.llen("{" + qname + "}:wait") == 2
+    admin.close()
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["own-pool", "given-pool"])
+def test_threads_publishing_through_one_client_each_get_their_own_replies(
+    redis_url: str, qname: str, core: ModuleType, given: bool
+) -> None:
+    """One client shared by many threads, each call on a connection of its own (kept out
+    of the pool between calls). Every reply must reach the thread that sent its command: each
+    thread publishes, publishes the same id again (DUPLICATE), and reserves from a queue of
+    its own (the job it just queued, payload and all), so a crossed reply shows."""
+    threads, rounds = 8, 120
+    barrier = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def work(t: int) -> None:
+        queue = f"{qname}-{t}"
+        try:
+            barrier.wait()
+            for i in range(rounds):
+                job_id = f"{t}-{i}"
+                assert c.publish(queue, {"t": t, "i": i}, job_id=job_id) == job_id
+                with pytest.raises(DuplicateJob):
+                    c.publish(queue, {"t": t, "i": i}, job_id=job_id)
+                job = c.reserve(queue)
+                assert isinstance(job, ReservedJob), job
+                assert (job.job_id, json.loads(job.payload)) == (job_id, {"t": t, "i": i})
+                if i % 2:  # plain reads and acks in between: other reply shapes
+                    assert c.is_paused(queue) is False
+                    c.ack_success(queue, job.job_id, job.lease_token)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    shared = redis.Redis.from_url(redis_url)
+    with (Client(redis=shared, _core=core) if given else Client(redis_url, _core=core)) as c:
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not failures, failures[0]
+        pool = c.redis.connection_pool
+        # Out of the pool: the connections kept for the next calls, at most one a thread
+        # (one in all on a pool the caller's own code shares).
+        assert 1 <= len(pool._in_use_connections) <= (1 if given else threads)
+    if given:  # close() gave the connection back to the pool it was given
+        assert len(pool._in_use_connections) == 0
+    shared.close()
+    r = redis.Redis.from_url(redis_url)
+    for t in range(threads):
+        assert int(r.zcard("{" + f"{qname}-{t}" + "}:active")) == rounds // 2
+    r.close()
+
+
+def test_a_forked_child_does_not_use_the_parents_kept_connections(
+    redis_url: str, qname: str, core: ModuleType
+) -> None:
+    """After a fork the child must open its own connection: writing to the parent's
+    socket would interleave both processes' commands and replies."""
+    with Client(redis_url, _core=core) as c:
+        c.publish(qname, {"i": 0})
+        transport = c._engine.transport
+        assert transport is not None and transport._idle
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 1
+            try:
+                if not transport._idle and c.publish(qname, {"i": 1}):
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert c.publish(qname, {"i": 2})  # the parent's own connection still works
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("{" + qname + "}:wait") == 3
+    r.close()
+
+
+def test_a_kept_connection_closed_under_it_is_replaced(redis_url: str, qname: str) -> None:
+    """redis-py's pool may close every connection, the kept ones too (``disconnect()``): its
+    socket is then closed and its descriptor number may already name another file, so the
+    next call must notice and connect afresh (nothing was sent, so no unknown outcome)."""
+    with Client(redis_url) as c:
+        c.publish(qname, {"i": 0})
+        c.redis.connection_pool.disconnect()
+        spare = socket.socket()  # likely to take the closed socket's descriptor number
+        try:
+            assert c.publish(qname, {"i": 1})
+        finally:
+            spare.close()
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("{" + qname + "}:wait") == 2
+    r.close()
+
+
+@pytest.mark.parametrize("socket_timeout", [30.0, None], ids=["timeout", "blocking"])
+def test_a_command_larger_than_the_socket_buffer_is_sent_whole(
+    redis_url: str, qname: str, socket_timeout: float | None
+) -> None:
+    """A write takes what fits the socket's buffer; the rest must follow (with a timeout
+    the socket does not block, so the first write is partial)."""
+    text = "x" * (12 << 20)
+    with Client(redis_url, socket_timeout=socket_timeout) as c:
+        c.publish(qname, {"big": text, "i": 0})
+        c.publish(qname, {"big": text, "i": 1})  # the kept connection, reused
+        jobs = [c.reserve(qname), c.reserve(qname)]
+    assert [json.loads(j.payload) for j in jobs if isinstance(j, ReservedJob)] == [
+        {"big": text, "i": 0}, {"big": text, "i": 1},
+    ]  # fmt: skip
+
+
+def test_a_connection_in_use_when_the_client_closes_goes_back_to_the_pool(
+    redis_url: str, qname: str
+) -> None:
+    """close() gives the kept connections back at once; one a call (another thread's) is
+    using then goes back to the pool when that call ends, not into the kept ones."""
+    shared = redis.Redis.from_url(redis_url)
+    c = Client(redis=shared)
+    c.publish(qname, {"i": 0})
+    transport = c._engine.transport
+    assert transport is not None
+    wire = transport._checkout()  # as a call in flight holds it
+    c.close()
+    transport._checkin(wire, True)
+    assert not transport._idle
+    assert len(shared.connection_pool._in_use_connections) == 0
+    shared.close()
+
+
+def test_the_portable_wire_sends_and_peeks_without_poll(
+    redis_url: str, qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where sockets are no files and select.poll is missing (Windows), the wire sends
+    with sendall and peeks with select: the same calls, and a killed connection is still
+    noticed before it is reused."""
+    from omniq_fast import _transport
+
+    monkeypatch.setattr(_transport, "_POSIX", False)
+    admin = redis.Redis.from_url(redis_url)
+    with Client(redis_url, client_name="portable-" + qname) as c:
+        assert c.publish(qname, {"i": 0})
+        for entry in admin.client_list():
+            if entry.get("name") == "portable-" + qname:
+                admin.client_kill_filter(_id=entry["id"])
+        time.sleep(0.05)  # the server's close reaches our socket
+        assert c.publish(qname, {"i": 1})
     assert admin.llen("{" + qname + "}:wait") == 2
     admin.close()

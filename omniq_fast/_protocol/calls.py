@@ -25,10 +25,10 @@ from ..errors import (
     lease_error,
 )
 from ..keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor, wake_channel
-from .._options import check_id, check_int, enqueue_options
+from .._options import EnqueueOptions, check_id, check_int, enqueue_options
 from .._scripts import Script, script
 from ..types import (
-    AckFailResult, BatchResultItem, Job, JobResult, Paused, ReservedJob, ReserveResult,
+    AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult,
 )  # fmt: skip
 
 __all__ = [
@@ -191,20 +191,18 @@ def checked_publish(
     due_ms: int,
     gid: Optional[str],
     group_limit: int,
-) -> tuple[str, bytes, Job]:
+) -> tuple[str, bytes, str, EnqueueOptions]:
     """``publish``'s arguments checked in order (nothing is sent when one is bad): the
-    queue's anchor, the encoded payload, and the job with its options and its id (given
-    now when none was, so the caller knows it before anything is sent)."""
+    queue's anchor, the encoded payload, the job's id (made now when none was given, so
+    the caller knows it before anything is sent) and its options."""
     anchor = queue_anchor(queue)  # the name is checked first, like every other argument
     body = core.dumps_payload(payload)
-    attempts, timeout, backoff, due, group, limit = enqueue_options(
-        max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit
-    )
+    options = enqueue_options(max_attempts, timeout_ms, backoff_ms, due_ms, gid, group_limit)
     if job_id is None or job_id == "":
         job_id = core.new_ulid()
     else:
         check_id("job_id", job_id)
-    return anchor, body, Job(payload, job_id, attempts, timeout, backoff, due, group, limit)
+    return anchor, body, job_id, options
 
 
 def publish(
@@ -221,21 +219,28 @@ def publish(
     now: int,
 ) -> Call[str]:
     """``enqueue`` of one job, its wake message in the same write; the result is its id."""
-    anchor, body, job = checked_publish(
+    anchor, body, the_id, options = checked_publish(
         core, queue, payload, job_id, max_attempts, timeout_ms, backoff_ms, due_ms, gid,
         group_limit,
     )  # fmt: skip
-    the_id: str = job.job_id  # type: ignore[assignment]
+    attempts, timeout, backoff, due, group, limit = options
 
     def parse(reply: Any) -> str:
-        if isinstance(reply, list) and reply and text(reply[0]) == "DUPLICATE":
-            raise DuplicateJob(queue, the_id)
+        if type(reply) is list and reply:
+            head = reply[0]
+            if head == b"OK":  # the usual reply, before the general reading of it
+                return the_id
+            if text(head) == "DUPLICATE":
+                raise DuplicateJob(queue, the_id)
         _ENQUEUE_STATUS(reply)
         return the_id
 
-    argv = (the_id, body, job.max_attempts, job.timeout_ms, job.backoff_ms, now, job.due_ms,
-            job.gid, job.group_limit)  # fmt: skip
-    return _script_call(core, "enqueue", anchor, argv, parse, wake=queue)  # type: ignore[arg-type]
+    s = script("enqueue")
+    # One tuple for the whole command (not evalsha's argv unpacked into another): every
+    # publish builds it.
+    data = core.encode_command((b"EVALSHA", s.sha, b"1", anchor, the_id, body, attempts,
+                                timeout, backoff, now, due, group, limit))  # fmt: skip
+    return Call(s, anchor, data, parse, queue)
 
 
 # ---------------------------------------------------------------------- consuming
