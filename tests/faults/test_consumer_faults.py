@@ -250,10 +250,10 @@ def test_a_consumer_started_while_the_server_is_down_waits_for_it(
 
 _CRASHER = textwrap.dedent(
     """
-    import importlib, os, signal, sys
-    from omniq_fast import Client, Consumer
+    import os, signal, sys
+    from shells import run_consumer
 
-    url, queue, core_name, log_path = sys.argv[1:5]
+    url, queue, core_name, log_path, shell = sys.argv[1:6]
 
     def handler(ctx):
         with open(log_path, "ab") as f:
@@ -263,14 +263,14 @@ _CRASHER = textwrap.dedent(
         with open(log_path, "ab") as f:
             f.write(f"{ctx.job_id}|{ctx.attempt}|{ctx.lease_token}|ok\\n".encode())
 
-    client = Client(url, _core=importlib.import_module(core_name))
-    Consumer(client, queue, handler, concurrency=4, poll_interval_s=0.02,
-             promote_interval_s=0.1, reap_interval_s=0.1).run()
+    run_consumer(shell, url, core_name, queue, handler, concurrency=4, poll_interval_s=0.02,
+                 promote_interval_s=0.1, reap_interval_s=0.1)
     """
 )
 
 
-def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shell", ["sync", "async"])
+def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path, shell: str) -> None:
     """One job SIGKILLs its process each time it runs; a supervisor restarts the consumer.
     Only that job ends failed; every innocent job completes, on its first or second attempt
     (the first crash may burn one attempt of the jobs held with it)."""
@@ -284,8 +284,9 @@ def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path) -> No
         script.write_text(_CRASHER)
         log_path = tmp_path / "runs.log"
         log_path.touch()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        argv = [sys.executable, str(script), srv.url, "crash", core.__name__, str(log_path)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+        argv = [sys.executable, str(script), srv.url, "crash", core.__name__, str(log_path),
+                shell]  # fmt: skip
         admin = srv.admin()
         restarts = 0
         proc = subprocess.Popen(argv, env=env)
