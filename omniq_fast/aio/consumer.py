@@ -15,8 +15,8 @@ Handlers must be ``async def`` (or objects whose ``__call__`` is): a plain ``def
 the loop every other job and heartbeat runs on, so it is refused with
 :class:`~omniq_fast.errors.InvalidOptionType` (run it with :class:`~omniq_fast.Consumer`, or
 wrap it: ``async def handler(ctx): await asyncio.to_thread(work, ctx)``). In a handler,
-``ctx.exec`` is an :class:`AsyncExec` and ``ctx.check_completion`` an
-:class:`AsyncCheckCompletion`: their methods are coroutines.
+``ctx`` is an :data:`AsyncJobCtx`: ``ctx.exec`` is an :class:`AsyncExec` and
+``ctx.check_completion`` an :class:`AsyncCheckCompletion`, whose methods are coroutines.
 
 Stopping: :meth:`AsyncConsumer.stop`, ``max_jobs``, ``burst``, SIGTERM, Ctrl+C (when ``run``
 is awaited in the main thread, on a loop with signal handlers), or cancelling the task that
@@ -54,11 +54,10 @@ from .._workers import call_async_handler
 if TYPE_CHECKING:
     from .client import AsyncClient
 
-__all__ = ["AsyncConsumer", "AsyncExec", "AsyncCheckCompletion", "AsyncHandler"]
+__all__ = ["AsyncConsumer", "AsyncExec", "AsyncCheckCompletion", "AsyncHandler", "AsyncJobCtx"]
 
 log = logging.getLogger("omniq_fast.consumer")
 
-AsyncHandler = Callable[[JobCtx], Awaitable[Any]]
 #: How long one wake-channel read waits (a cancelled read returns at once anyway).
 _READ_S = 1.0
 
@@ -107,6 +106,10 @@ class AsyncExec:
         """Count this job (or ``child_id``) as a finished child; returns how many remain."""
         return await self._client.child_ack(key, child_id or self.default_child_id)
 
+    def _completion(self) -> "AsyncCheckCompletion":
+        """The ``ctx.check_completion`` that goes with these helpers (awaited)."""
+        return AsyncCheckCompletion(self)
+
 
 class AsyncCheckCompletion:
     """Fan-out completion with the Go client's names (``ctx.check_completion``), awaited."""
@@ -128,6 +131,12 @@ class AsyncCheckCompletion:
         except Exception:  # the contract: -1, never an exception in a child's handler
             log.debug("job_decrement(%r) failed", key, exc_info=True)
             return -1
+
+
+#: What an async handler receives: a :class:`~omniq_fast.JobCtx` whose helpers are
+#: coroutines (``await ctx.exec.publish(...)``, ``await ctx.check_completion...``).
+AsyncJobCtx = JobCtx[AsyncExec, AsyncCheckCompletion]
+AsyncHandler = Callable[[AsyncJobCtx], Awaitable[Any]]
 
 
 async def _wait(event: asyncio.Event, timeout: Optional[float]) -> None:
@@ -435,9 +444,6 @@ class AsyncConsumer(StopOnSignals):
 
     async def _run_job(self, ctx: JobCtx) -> None:
         """Run one job's handler here; its outcome goes to :meth:`finished`."""
-        # The exec helpers of an async handler are coroutines (see AsyncCheckCompletion).
-        exec_: Any = ctx.exec  # an AsyncExec: the dispatcher made it with ours
-        ctx.check_completion = AsyncCheckCompletion(exec_)  # type: ignore[assignment]
         self.received(ctx)
         error, seconds, fatal = await call_async_handler(self.handler, ctx, self.tracebacks)
         self.finished(ctx, error, seconds)
