@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Optional, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultingTypeVar
@@ -77,15 +77,8 @@ class CheckCompletion:
             return -1
 
 
-class _MakesCompletion(Protocol):
-    """An ``exec`` (Exec, or the asyncio shell's AsyncExec): it makes its own
-    ``check_completion``, so each shell's ctx gets the one its handlers can call."""
-
-    def _completion(self) -> Any: ...
-
-
 if TYPE_CHECKING:  # type-parameter defaults (PEP 696) are for the checker only before 3.13
-    ExecT = DefaultingTypeVar("ExecT", bound=_MakesCompletion, default=Exec)
+    ExecT = DefaultingTypeVar("ExecT", default=Exec)
     CompletionT = DefaultingTypeVar("CompletionT", default=CheckCompletion)
 else:
     ExecT = TypeVar("ExecT")
@@ -120,7 +113,12 @@ class JobCtx(Generic[ExecT, CompletionT]):
     check_completion: CompletionT = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.check_completion = self.exec._completion()
+        # Each shell's exec makes the check_completion its handlers can call (an AsyncExec
+        # an awaited one); anything else given as exec (a stand-in) gets the blocking one.
+        exec_: Any = self.exec
+        make = getattr(exec_, "_completion", None)
+        completion: Any = make() if make is not None else CheckCompletion(exec_)
+        self.check_completion = completion
 
 
 @dataclass
