@@ -95,8 +95,9 @@ class JobCtx(Generic[ExecT, CompletionT]):
     has not acked the job.
 
     Plain ``JobCtx`` is a blocking consumer's (``exec`` an :class:`Exec`); an
-    :class:`~omniq_fast.AsyncConsumer`'s handlers get an ``AsyncJobCtx``, that is
-    ``JobCtx[AsyncExec, AsyncCheckCompletion]``, whose helpers are coroutines.
+    :class:`~omniq_fast.AsyncConsumer`'s handlers get an ``AsyncJobCtx`` (from
+    ``omniq_fast.aio``): ``JobCtx[AsyncExec, AsyncCheckCompletion]``, whose helpers are
+    coroutines.
     """
 
     queue: str
