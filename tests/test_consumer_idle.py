@@ -117,6 +117,28 @@ def test_an_expired_lease_is_reaped_soon_after_expiry(
         run.stop()
 
 
+def test_a_listener_whose_connection_is_killed_tracks_again(
+    client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
+) -> None:
+    """The server drops the listener's connection: it must arm tracking again on a new
+    one, not merely subscribe again (a new connection tracks nothing until told)."""
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+        _tracked(run)
+        db = int(r.connection_pool.connection_kwargs.get("db", 0))
+        # The one tracking, subscribed connection in this test's database is the listener.
+        listeners = [c for c in r.client_list() if "t" in c["flags"] and c["sub"] == "1"
+                     and int(c["db"]) == db]  # fmt: skip
+        assert len(listeners) == 1, listeners
+        r.client_kill_filter(_id=listeners[0]["id"])
+        time.sleep(0.5)  # it notices at once: its read fails
+        _tracked(run)
+        sent = time.monotonic()
+        oracle_on_ours.publish(queue=qname, payload={"after": "kill"})
+        assert _starts(started, 1) - sent < PROMPT_S
+        run.stop()
+
+
 def test_an_idle_consumer_costs_a_few_commands_a_second(
     core: ModuleType, qname: str, shell: Any
 ) -> None:
