@@ -4,7 +4,7 @@ At the end every job is completed or failed exactly as its attempts allow, no le
 handed out twice, no job ran after a success was recorded for its last attempt, no job id
 is lost, and the stats hash agrees with the lanes. CI runs a small size;
 ``OMNIQ_FAST_CHAOS_JOBS=20000`` runs the full one. The consumer processes run either shell
-(the ``shell`` fixture's ids): a killed ``AsyncConsumer`` must lose nothing either.
+(ids ``sync``/``async``): a killed ``AsyncConsumer`` must lose nothing either.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def _done(r: redis.Redis, base: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shell", ["sync", "async"])
+@pytest.mark.parametrize("consumer_shell", ["sync", "async"])
 def test_consumers_killed_at_random_lose_nothing(
-    redis_url: str, core: ModuleType, r: redis.Redis, qname: str, tmp_path: Path, shell: str
+    redis_url: str, core: ModuleType, r: redis.Redis, qname: str, tmp_path: Path,
+    consumer_shell: str,
 ) -> None:
     base = "{" + qname + "}"
     with Client(redis_url, _core=core) as client:
@@ -85,7 +86,7 @@ def test_consumers_killed_at_random_lose_nothing(
     script.write_text(_CONSUMER)
     here = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
-    argv = [sys.executable, str(script), redis_url, qname, core.__name__, shell]
+    argv = [sys.executable, str(script), redis_url, qname, core.__name__, consumer_shell]
     rng = random.Random(7)
     procs = [subprocess.Popen(argv, env=env) for _ in range(CONSUMERS)]
     kills = 0

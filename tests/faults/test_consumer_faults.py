@@ -269,8 +269,10 @@ _CRASHER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("shell", ["sync", "async"])
-def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path, shell: str) -> None:
+@pytest.mark.parametrize("consumer_shell", ["sync", "async"])
+def test_a_crash_looping_job_fails_alone(
+    core: ModuleType, tmp_path: Path, consumer_shell: str
+) -> None:
     """One job SIGKILLs its process each time it runs; a supervisor restarts the consumer.
     Only that job ends failed; every innocent job completes, on its first or second attempt
     (the first crash may burn one attempt of the jobs held with it)."""
@@ -286,7 +288,7 @@ def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path, shell
         log_path.touch()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
         argv = [sys.executable, str(script), srv.url, "crash", core.__name__, str(log_path),
-                shell]  # fmt: skip
+                consumer_shell]  # fmt: skip
         admin = srv.admin()
         restarts = 0
         proc = subprocess.Popen(argv, env=env)
