@@ -247,6 +247,9 @@ class AsyncConsumer(StopOnSignals):
     @_same_doc(Consumer.stop)
     def stop(self) -> None:
         self._stopped = True
+        # At once, not at the dispatcher's next turn (it may be awaiting a round trip):
+        # a worker must not start a job queued for it after the stop.
+        self._closing = True
         if self._event is not None:
             self._event.set()
 
