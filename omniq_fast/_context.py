@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultingTypeVar
+
     from .client import Client
 
 __all__ = ["JobCtx", "Exec", "CheckCompletion", "ConsumerStats"]
@@ -48,6 +50,10 @@ class Exec:
         """Count this job (or ``child_id``) as a finished child; returns how many remain."""
         return self._client.child_ack(key, child_id or self.default_child_id)
 
+    def _completion(self) -> "CheckCompletion":
+        """The ``ctx.check_completion`` that goes with these helpers."""
+        return CheckCompletion(self)
+
 
 class CheckCompletion:
     """Fan-out completion with the Go client's names (``ctx.check_completion``)."""
@@ -71,14 +77,27 @@ class CheckCompletion:
             return -1
 
 
+if TYPE_CHECKING:  # type-parameter defaults (PEP 696) are for the checker only before 3.13
+    ExecT = DefaultingTypeVar("ExecT", default=Exec)
+    CompletionT = DefaultingTypeVar("CompletionT", default=CheckCompletion)
+else:
+    ExecT = TypeVar("ExecT")
+    CompletionT = TypeVar("CompletionT")
+
+
 @dataclass(eq=False)
-class JobCtx:
+class JobCtx(Generic[ExecT, CompletionT]):
     """What a handler receives: the job, its lease, and helpers (``exec``).
 
     ``payload`` is the parsed JSON (the raw text when it is not JSON). ``lease_lost`` turns
     true if a heartbeat found that the lease was taken away (reaped, or re-reserved by
     another consumer), or if the ack was refused for that reason; either way this consumer
     has not acked the job.
+
+    Plain ``JobCtx`` is a blocking consumer's (``exec`` an :class:`Exec`); an
+    :class:`~omniq_fast.AsyncConsumer`'s handlers get an ``AsyncJobCtx`` (from
+    ``omniq_fast.aio``): ``JobCtx[AsyncExec, AsyncCheckCompletion]``, whose helpers are
+    coroutines.
     """
 
     queue: str
@@ -89,13 +108,18 @@ class JobCtx:
     max_attempts: int
     lock_until_ms: int
     lease_token: str
-    exec: Exec
+    exec: ExecT
     gid: str = ""
     lease_lost: bool = False
-    check_completion: CheckCompletion = field(init=False, repr=False)
+    check_completion: CompletionT = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.check_completion = CheckCompletion(self.exec)
+        # Each shell's exec makes the check_completion its handlers can call (an AsyncExec
+        # an awaited one); anything else given as exec (a stand-in) gets the blocking one.
+        exec_: Any = self.exec
+        make = getattr(exec_, "_completion", None)
+        completion: Any = make() if make is not None else CheckCompletion(exec_)
+        self.check_completion = completion
 
 
 @dataclass

@@ -190,13 +190,7 @@ class Consumer(StopOnSignals):
 
     def _changed(self, change: Change) -> None:
         """The server told the wake listener of writes to the queue's tracked keys."""
-        timers = self._dispatch.timers
-        if change.due:
-            timers.due_stale = True
-        if change.leases:
-            timers.leases_stale = True
-        if change.reservable:
-            self._dispatch.woken = True
+        self._dispatch.told(change)
         self._event.set()
 
     @property

@@ -237,6 +237,29 @@ async def _twin_of(conn: redis_py.Redis) -> aioredis.Redis:
 SHELLS: dict[str, Callable[..., Any]] = {"sync": Client, "async": BlockingAsync}
 
 
+def run_consumer(shell: str, url: str, core_name: str, queue: str,
+                 handler: Callable[[Any], Any], **options: Any) -> None:
+    """Run a consumer of the shell named ``shell`` until it is stopped (SIGTERM): the body
+    of the consumer processes that the chaos and crash tests start and kill. On the async
+    shell a real ``AsyncClient``/``AsyncConsumer`` under ``asyncio.run`` (its own signal
+    handlers, as in production), the plain ``def`` ``handler`` in a thread."""
+    import importlib
+
+    core = importlib.import_module(core_name)
+    if shell == "sync":
+        Consumer(Client(url, _core=core), queue, handler, **options).run()
+        return
+
+    async def run(ctx: Any) -> Any:
+        return await asyncio.to_thread(handler, ctx)
+
+    async def main() -> None:
+        async with AsyncClient(url, _core=core) as client:
+            await AsyncConsumer(client, queue, run, **options).run()
+
+    asyncio.run(main())
+
+
 def patch_run_many(monkeypatch: Any, client: Any, fn: Callable[..., Any]) -> None:
     """Route every round trip of ``client``'s engine (each consumer trip is one) through
     ``fn(calls, extra, real)``, a plain function: ``real(calls, extra)`` sends it for real.

@@ -3,7 +3,8 @@
 At the end every job is completed or failed exactly as its attempts allow, no lease was
 handed out twice, no job ran after a success was recorded for its last attempt, no job id
 is lost, and the stats hash agrees with the lanes. CI runs a small size;
-``OMNIQ_FAST_CHAOS_JOBS=20000`` runs the full one.
+``OMNIQ_FAST_CHAOS_JOBS=20000`` runs the full one. The consumer processes run either shell
+(ids ``sync``/``async``): a killed ``AsyncConsumer`` must lose nothing either.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ DEADLINE_S = float(os.environ.get("OMNIQ_FAST_CHAOS_DEADLINE_S", "150"))
 
 _CONSUMER = textwrap.dedent(
     """
-    import importlib, sys, zlib, redis
-    from omniq_fast import Client, Consumer
+    import sys, zlib, redis
+    from shells import run_consumer
 
-    url, queue, core_name = sys.argv[1:4]
+    url, queue, core_name, shell = sys.argv[1:5]
     r = redis.Redis.from_url(url)
     log = "{" + queue + "}:chaos:log"
 
@@ -45,9 +46,8 @@ _CONSUMER = textwrap.dedent(
         if fail:
             raise RuntimeError("chaos")
 
-    client = Client(url, _core=importlib.import_module(core_name))
-    Consumer(client, queue, handler, concurrency=4, poll_interval_s=0.02,
-             promote_interval_s=0.1, reap_interval_s=0.2).run()
+    run_consumer(shell, url, core_name, queue, handler, concurrency=4, poll_interval_s=0.02,
+                 promote_interval_s=0.1, reap_interval_s=0.2)
     """
 )
 
@@ -62,8 +62,10 @@ def _done(r: redis.Redis, base: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("consumer_shell", ["sync", "async"])
 def test_consumers_killed_at_random_lose_nothing(
-    redis_url: str, core: ModuleType, r: redis.Redis, qname: str, tmp_path: Path
+    redis_url: str, core: ModuleType, r: redis.Redis, qname: str, tmp_path: Path,
+    consumer_shell: str,
 ) -> None:
     base = "{" + qname + "}"
     with Client(redis_url, _core=core) as client:
@@ -82,8 +84,9 @@ def test_consumers_killed_at_random_lose_nothing(
     all_ids = set(ids) | set(grouped)
     script = tmp_path / "consumer.py"
     script.write_text(_CONSUMER)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    argv = [sys.executable, str(script), redis_url, qname, core.__name__]
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    argv = [sys.executable, str(script), redis_url, qname, core.__name__, consumer_shell]
     rng = random.Random(7)
     procs = [subprocess.Popen(argv, env=env) for _ in range(CONSUMERS)]
     kills = 0

@@ -1,4 +1,8 @@
-"""The client API on a real server: shapes, typed errors, connections, NOSCRIPT recovery."""
+"""The client API on a real server: shapes, typed errors, connections, NOSCRIPT recovery.
+
+Every test of a client's behaviour runs on both shells (the ``shell`` fixture: ``Client``
+and ``AsyncClient`` behind blocking calls): the asyncio client must answer the same calls
+with the same results and the same typed errors."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import redis
 
 import omniq_fast
 from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
+from shells import shell_name
 
 from omniq_fast import (
     AdminError,
@@ -33,8 +38,9 @@ NOW = 1_700_000_000_000
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """Our client on the shell under test (a ``BlockingAsync`` on the async leg)."""
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
@@ -158,9 +164,10 @@ def test_noscript_recovery(client: Client, qname: str) -> None:
     assert client.redis.llen(f"{{{qname}}}:wait") == 1
 
 
-def test_existing_redis_with_decoded_responses(redis_url: str, qname: str) -> None:
+def test_existing_redis_with_decoded_responses(redis_url: str, qname: str, shell: Any) -> None:
+    # On the async shell the client is given a redis.asyncio twin with the same settings.
     decoded = redis.Redis.from_url(redis_url, decode_responses=True)
-    c = Client(redis=decoded)
+    c = shell(redis=decoded)
     job_id = c.publish(qname, {"a": 1})
     job = c.reserve(qname)
     assert isinstance(job, ReservedJob) and job.job_id == job_id
@@ -180,7 +187,7 @@ def test_omniq_client_constructor_keywords(redis_url: str, qname: str) -> None:
     r.close()
 
 
-def test_acl_user_and_password_in_the_url(redis_url: str, qname: str) -> None:
+def test_acl_user_and_password_in_the_url(redis_url: str, qname: str, shell: Any) -> None:
     admin = redis.Redis.from_url(redis_url)
     user, password = "omniqfast" + uuid.uuid4().hex[:8], uuid.uuid4().hex
     kw = admin.connection_pool.connection_kwargs
@@ -191,13 +198,13 @@ def test_acl_user_and_password_in_the_url(redis_url: str, qname: str) -> None:
     )  # fmt: skip
     try:
         url = f"redis://{user}:{password}@{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
-        with Client(url) as c:
+        with shell(url) as c:
             c.publish(qname, {})
             assert isinstance(c.reserve(qname), ReservedJob)
         # Typed at the client's boundary: an OmniqError, and the builtin PermissionError.
-        with Client(url.replace(password, "wrong")) as c, pytest.raises(AuthenticationFailed):
+        with shell(url.replace(password, "wrong")) as c, pytest.raises(AuthenticationFailed):
             c.publish(qname, {})
-        with Client(url.replace(password, "wrong"), cluster=False) as c:
+        with shell(url.replace(password, "wrong"), cluster=False) as c:
             with pytest.raises(PermissionError, match="credentials"):
                 c.reserve(qname)
     finally:
@@ -238,9 +245,9 @@ def test_public_names_have_docstrings() -> None:
 
 @pytest.mark.parametrize("scripted", [[None]], indirect=True)
 def test_connection_lost_during_a_script_is_not_resent(
-    scripted: ScriptedServer, core: ModuleType
+    scripted: ScriptedServer, core: ModuleType, shell: Any
 ) -> None:
-    with Client(scripted.url, _core=core) as c:
+    with shell(scripted.url, _core=core) as c:
         with pytest.raises(ConnectionLost) as info:
             c.publish("q", {"a": 1})
         assert isinstance(info.value, ConnectionError)
@@ -255,9 +262,9 @@ def test_connection_lost_during_a_script_is_not_resent(
     indirect=True,
 )
 def test_malformed_replies_raise_protocol_errors(
-    scripted: ScriptedServer, core: ModuleType
+    scripted: ScriptedServer, core: ModuleType, shell: Any
 ) -> None:
-    with Client(scripted.url, _core=core) as c:
+    with shell(scripted.url, _core=core) as c:
         with pytest.raises((ProtocolError, AdminError)):
             c.reserve("q")
         with pytest.raises((ProtocolError, AdminError)):
@@ -267,10 +274,10 @@ def test_malformed_replies_raise_protocol_errors(
         assert isinstance(info.value, (ProtocolError, omniq_fast.ScriptError))
 
 
-def test_invalid_input_never_reaches_the_server(core: ModuleType) -> None:
+def test_invalid_input_never_reaches_the_server(core: ModuleType, shell: Any) -> None:
     # Port 9 (discard) on loopback has no server: any network use would raise
     # ConnectionError, so a ValueError/TypeError proves the check came first.
-    c = Client("redis://127.0.0.1:9/0", _core=core, socket_connect_timeout=0.2)
+    c = shell("redis://127.0.0.1:9/0", _core=core, socket_connect_timeout=0.2)
     calls: list[Any] = [
         lambda: c.publish("bad name", {}),
         lambda: c.publish("q", "text"),
@@ -283,15 +290,21 @@ def test_invalid_input_never_reaches_the_server(core: ModuleType) -> None:
         lambda: c.childs_init("k", 0),
         lambda: c.promote_delayed("q", max_promote=0),
     ]
-    for call in calls:
-        with pytest.raises((ValueError, TypeError)):
-            call()
+    try:
+        for call in calls:
+            with pytest.raises((ValueError, TypeError)):
+                call()
+    finally:
+        c.close()
 
 
-def test_a_standalone_server_is_not_taken_for_a_cluster(redis_url: str) -> None:
-    with Client(redis_url) as c:
+def test_a_standalone_server_is_not_taken_for_a_cluster(redis_url: str, shell: Any) -> None:
+    import redis.asyncio as aioredis
+
+    with shell(redis_url) as c:
         assert c.is_cluster is False
-        assert isinstance(c.redis, redis.Redis)
+        plain = c.redis if shell_name(c) == "sync" else c.aclient.redis
+        assert isinstance(plain, redis.Redis if shell_name(c) == "sync" else aioredis.Redis)
 
 
 def test_cluster_redirections_are_recognised() -> None:

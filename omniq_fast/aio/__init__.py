@@ -8,8 +8,8 @@ handlers as tasks on the caller's loop, on the same decisions as
 """
 
 from .client import AsyncClient
-from .consumer import AsyncConsumer
+from .consumer import AsyncConsumer, AsyncJobCtx
 from .monitor import AsyncQueueMonitor
 from .multiqueue import AsyncMultiConsumer
 
-__all__ = ["AsyncClient", "AsyncConsumer", "AsyncMultiConsumer", "AsyncQueueMonitor"]
+__all__ = ["AsyncClient", "AsyncConsumer", "AsyncJobCtx", "AsyncMultiConsumer", "AsyncQueueMonitor"]

@@ -34,7 +34,8 @@ from ._engine import AsyncEngine
 from ._publish import publish_many
 
 if TYPE_CHECKING:
-    from ..consumer import ConsumerStats, Handler, LineLogger
+    from ..consumer import ConsumerStats, LineLogger
+    from .consumer import AsyncHandler
     from ..observe import ConsumerObserver
 
 __all__ = ["AsyncClient"]
@@ -383,7 +384,7 @@ class AsyncClient:
     async def consume(
         self,
         queue: Union[str, Sequence[str]],
-        handler: "Handler",
+        handler: "AsyncHandler",
         *,
         poll_interval_s: float = 0.05,
         promote_interval_s: float = 1.0,
@@ -408,7 +409,7 @@ class AsyncClient:
         from .multiqueue import AsyncMultiConsumer
 
         kind: Any = AsyncConsumer if isinstance(queue, str) else AsyncMultiConsumer
-        return await kind(  # type: ignore[no-any-return]
+        stats: ConsumerStats = await kind(
             self, queue, handler, poll_interval_s=poll_interval_s,
             promote_interval_s=promote_interval_s, promote_batch=promote_batch,
             reap_interval_s=reap_interval_s, reap_batch=reap_batch,
@@ -417,3 +418,4 @@ class AsyncClient:
             concurrency=concurrency, prefetch=prefetch, ack_delay_s=ack_delay_s, wake=wake,
             observer=observer, tracebacks=tracebacks, burst=burst,
         ).run()  # fmt: skip
+        return stats

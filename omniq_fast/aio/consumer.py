@@ -8,15 +8,17 @@ threads. ``await consumer.run()`` runs
 * the dispatcher: one task that owns the reserve/ack round trips (the one ``run`` runs in);
 * the handlers: ``concurrency`` worker tasks take the reserved jobs in turn;
 * the heartbeats: one task beating every due lease at once;
-* the wake listener: a ``redis.asyncio`` pub/sub subscription to the queue's wake channel
-  (``poll_interval_s`` stays the fallback).
+* the wake listener: key tracking of the queue's keys on a ``redis.asyncio`` pub/sub
+  connection, so jobs from any SDK wake it and promote/reap follow the server's next due
+  times (:mod:`omniq_fast.aio._wake`); where the server will not track, the queue's wake
+  channel, with ``poll_interval_s`` the fallback.
 
 Handlers must be ``async def`` (or objects whose ``__call__`` is): a plain ``def`` would block
 the loop every other job and heartbeat runs on, so it is refused with
 :class:`~omniq_fast.errors.InvalidOptionType` (run it with :class:`~omniq_fast.Consumer`, or
 wrap it: ``async def handler(ctx): await asyncio.to_thread(work, ctx)``). In a handler,
-``ctx.exec`` is an :class:`AsyncExec` and ``ctx.check_completion`` an
-:class:`AsyncCheckCompletion`: their methods are coroutines.
+``ctx`` is an :data:`AsyncJobCtx`: ``ctx.exec`` is an :class:`AsyncExec` and
+``ctx.check_completion`` an :class:`AsyncCheckCompletion`, whose methods are coroutines.
 
 Stopping: :meth:`AsyncConsumer.stop`, ``max_jobs``, ``burst``, SIGTERM, Ctrl+C (when ``run``
 is awaited in the main thread, on a loop with signal handlers), or cancelling the task that
@@ -42,11 +44,13 @@ from .._protocol.leases import LeaseBook
 from ..consumer import Consumer
 from .._context import ConsumerStats, JobCtx
 from ..errors import TRANSIENT_ERRORS, InvalidOptionType
-from ..keys import validate_queue_name, wake_channel
+from ..keys import validate_queue_name
 from ..observe import ConsumerObserver, ObserverGuard
 from .._options import check_consumer_options
 from ._tasks import cancel_and_wait, uncancel_current
-from .._outage import Backoff, Outage
+from ._wake import listen
+from .._protocol.idle import Change
+from .._outage import Outage
 from .._reporting import is_async_handler, received_line, report
 from .._stopping import LineLogger, StopOnSignals
 from .._workers import call_async_handler
@@ -54,13 +58,9 @@ from .._workers import call_async_handler
 if TYPE_CHECKING:
     from .client import AsyncClient
 
-__all__ = ["AsyncConsumer", "AsyncExec", "AsyncCheckCompletion", "AsyncHandler"]
+__all__ = ["AsyncConsumer", "AsyncExec", "AsyncCheckCompletion", "AsyncHandler", "AsyncJobCtx"]
 
 log = logging.getLogger("omniq_fast.consumer")
-
-AsyncHandler = Callable[[JobCtx], Awaitable[Any]]
-#: How long one wake-channel read waits (a cancelled read returns at once anyway).
-_READ_S = 1.0
 
 
 def _same_doc(sync: Any) -> Callable[[Any], Any]:
@@ -107,6 +107,10 @@ class AsyncExec:
         """Count this job (or ``child_id``) as a finished child; returns how many remain."""
         return await self._client.child_ack(key, child_id or self.default_child_id)
 
+    def _completion(self) -> "AsyncCheckCompletion":
+        """The ``ctx.check_completion`` that goes with these helpers (awaited)."""
+        return AsyncCheckCompletion(self)
+
 
 class AsyncCheckCompletion:
     """Fan-out completion with the Go client's names (``ctx.check_completion``), awaited."""
@@ -128,6 +132,12 @@ class AsyncCheckCompletion:
         except Exception:  # the contract: -1, never an exception in a child's handler
             log.debug("job_decrement(%r) failed", key, exc_info=True)
             return -1
+
+
+#: What an async handler receives: a :class:`~omniq_fast.JobCtx` whose helpers are
+#: coroutines (``await ctx.exec.publish(...)``, ``await ctx.check_completion...``).
+AsyncJobCtx = JobCtx[AsyncExec, AsyncCheckCompletion]
+AsyncHandler = Callable[[AsyncJobCtx], Awaitable[Any]]
 
 
 async def _wait(event: asyncio.Event, timeout: Optional[float]) -> None:
@@ -237,6 +247,9 @@ class AsyncConsumer(StopOnSignals):
     @_same_doc(Consumer.stop)
     def stop(self) -> None:
         self._stopped = True
+        # At once, not at the dispatcher's next turn (it may be awaiting a round trip):
+        # a worker must not start a job queued for it after the stop.
+        self._closing = True
         if self._event is not None:
             self._event.set()
 
@@ -251,6 +264,18 @@ class AsyncConsumer(StopOnSignals):
     @_same_doc(Consumer.wake_up)
     def wake_up(self) -> None:
         self._dispatch.woken = True
+        if self._event is not None:
+            self._event.set()
+
+    @_same_doc(Consumer._tracked)
+    def _tracked(self, tracking: bool) -> None:
+        self._dispatch.timers.arm(tracking)
+        if self._event is not None:
+            self._event.set()
+
+    @_same_doc(Consumer._changed)
+    def _changed(self, change: Change) -> None:
+        self._dispatch.told(change)
         if self._event is not None:
             self._event.set()
 
@@ -435,9 +460,6 @@ class AsyncConsumer(StopOnSignals):
 
     async def _run_job(self, ctx: JobCtx) -> None:
         """Run one job's handler here; its outcome goes to :meth:`finished`."""
-        # The exec helpers of an async handler are coroutines (see AsyncCheckCompletion).
-        exec_: Any = ctx.exec  # an AsyncExec: the dispatcher made it with ours
-        ctx.check_completion = AsyncCheckCompletion(exec_)  # type: ignore[assignment]
         self.received(ctx)
         error, seconds, fatal = await call_async_handler(self.handler, ctx, self.tracebacks)
         self.finished(ctx, error, seconds)
@@ -515,52 +537,7 @@ class AsyncConsumer(StopOnSignals):
                                 ctx.job_id, reason)  # fmt: skip
 
     async def _listen(self) -> None:
-        """Wake the dispatcher on each message of the queue's wake channel; polling
-        finds the jobs meanwhile when the subscription is down. On a cluster it listens at
-        the queue's master (``SSUBSCRIBE`` where the server has sharded pub/sub); when the
-        slot moves the server ends the subscription, and it subscribes at the new owner."""
-        channel = wake_channel(self.queue)
-        backoff = Backoff(0.05, 2.0)
-        outage = Outage(log, f"wake channel {channel}")
-        engine = self._engine
-        pubsub: Any = None
-        try:
-            while True:
-                try:
-                    if pubsub is None:
-                        pubsub, sharded = await engine.pubsub(channel)
-                        if sharded:
-                            await pubsub.ssubscribe(channel)
-                        else:
-                            await pubsub.subscribe(channel)
-                        backoff.reset()
-                        outage.recovered()
-                        self.wake_up()  # jobs announced while we were not listening
-                    message = await pubsub.get_message(timeout=_READ_S)
-                except Exception as exc:  # any failure: this task must never die
-                    outage.failed(exc)
-                    await _drop(pubsub)
-                    pubsub = None
-                    if engine.router is not None:
-                        await engine.router.refresh()
-                    await asyncio.sleep(backoff.delay())
-                    continue
-                kind = None if message is None else message["type"]
-                if kind in ("message", "smessage"):
-                    self.wake_up()
-                elif kind in ("unsubscribe", "sunsubscribe"):
-                    # The server dropped us (the slot moved): subscribe where it lives now.
-                    await _drop(pubsub)
-                    pubsub = None
-                    if engine.router is not None:
-                        await engine.router.refresh(force=True)
-        finally:
-            await _drop(pubsub)
-
-
-async def _drop(pubsub: Any) -> None:
-    if pubsub is not None:
-        try:
-            await pubsub.aclose()
-        except Exception:  # closing a broken connection: nothing more to do
-            pass
+        """Key tracking (or the wake channel) for the dispatcher, as the blocking
+        consumer's wake listener does (see :mod:`omniq_fast.aio._wake`)."""
+        await listen(self._engine, self.queue, wake_up=self.wake_up, armed=self._tracked,
+                     changed=self._changed)  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from omniq_fast import AsyncClient, Client, ConsumerStats, InvalidOptionType, JobCtx
-from omniq_fast.aio.consumer import AsyncConsumer, AsyncExec
+from omniq_fast.aio.consumer import AsyncCheckCompletion, AsyncConsumer, AsyncExec, AsyncJobCtx
 from omniq_fast.aio.multiqueue import AsyncMultiConsumer
 from support import job_hash
 
@@ -107,15 +107,17 @@ def test_exec_helpers_are_coroutines(
     client.publish(qname, {"x": 1})
     seen: list[Any] = []
 
-    async def handler(ctx: JobCtx) -> None:
+    async def handler(ctx: AsyncJobCtx) -> None:
         seen.append(type(ctx.exec))
-        seen.append(await ctx.exec.publish(queue=qname + "child", payload={"y": 2}))  # type: ignore[misc]
-        await ctx.check_completion.init_job_counter("cc:" + qname, 1)  # type: ignore[func-returns-value, misc]
-        seen.append(await ctx.check_completion.job_decrement("cc:" + qname))  # type: ignore[misc]
+        seen.append(type(ctx.check_completion))
+        seen.append(await ctx.exec.publish(queue=qname + "child", payload={"y": 2}))
+        await ctx.check_completion.init_job_counter("cc:" + qname, 1)
+        seen.append(await ctx.check_completion.job_decrement("cc:" + qname))
 
     stats = consume(redis_url, core, qname, handler, burst=True)
     assert stats.succeeded == 1
-    assert seen[0] is AsyncExec and isinstance(seen[1], str) and seen[2] == 0
+    assert seen[:2] == [AsyncExec, AsyncCheckCompletion]
+    assert isinstance(seen[2], str) and seen[3] == 0
 
 
 def _slow_consumer_run(

@@ -4,6 +4,10 @@ Each scenario publishes jobs, consumes them while a fault recurs, and then reads
 the handler wrote (one line per run) against the keyspace: every job ends as intended,
 no finished job ran again on a live consumer, nothing is left active, the stats hash
 agrees with the lanes, and the consumer stops when asked, within a bound.
+
+Each scenario runs on both shells (the ``shell`` fixture and ``consumer_of``): the
+``AsyncConsumer`` must come through the same faults with the same outcomes. The producers,
+which only set the scene, are blocking clients on both.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from outcomes import SideLog, run_in_thread, stop_bounded, tally, wait_settled
 from proxy import FaultProxy
 from servers import ServerProcess
 
-from omniq_fast import Client, Consumer
+from omniq_fast import Client
+from shells import consumer_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +100,7 @@ FAULTS = ["busy", "script_flush", "client_kill", "proxy_reset", "proxy_stall", "
 
 @pytest.mark.parametrize("kind", FAULTS)
 def test_recurring_fault_reruns_no_finished_job(
-    kind: str, core: ModuleType, tmp_path: Path
+    kind: str, core: ModuleType, tmp_path: Path, shell: Any
 ) -> None:
     extra = ("--busy-reply-threshold", "20") if kind == "busy" else ()
     with ServerProcess(aof=kind == "restart", extra=extra) as srv, FaultProxy(
@@ -114,9 +119,9 @@ def test_recurring_fault_reruns_no_finished_job(
             log.record(ctx.job_id, ctx.attempt, ctx.lease_token, "ok")
             time.sleep(0.002)
 
-        client = Client(url, _core=core)
-        consumer = Consumer(client, queue, handler, concurrency=4, poll_interval_s=0.02,
-                            reap_interval_s=0.2, promote_interval_s=0.2)  # fmt: skip
+        client = shell(url, _core=core)
+        consumer = consumer_of(client, queue, handler, concurrency=4, poll_interval_s=0.02,
+                               reap_interval_s=0.2, promote_interval_s=0.2)  # fmt: skip
         thread, result = run_in_thread(consumer.run)
         calm = threading.Event()
         noise = _repeat(_noise(kind, srv, proxy), calm, limit=10_000 if kind != "restart" else 3)
@@ -134,7 +139,9 @@ def test_recurring_fault_reruns_no_finished_job(
         assert t.completed == n
 
 
-def test_short_leases_survive_cpu_bound_handlers(core: ModuleType, tmp_path: Path) -> None:
+def test_short_leases_survive_cpu_bound_handlers(
+    core: ModuleType, tmp_path: Path, shell: Any
+) -> None:
     """Leases of 1.5 s, pure-Python CPU-bound handlers running twice as long, three at once:
     no job is reaped by its own live consumer, none runs twice, none fails.
 
@@ -157,8 +164,8 @@ def test_short_leases_survive_cpu_bound_handlers(core: ModuleType, tmp_path: Pat
             while time.monotonic() < end:  # holds the GIL but for the switch interval
                 x += sum(i * i for i in range(2000))
 
-        client = Client(srv.url, _core=core)
-        consumer = Consumer(client, "short", handler, concurrency=3, reap_interval_s=0.05)
+        client = shell(srv.url, _core=core)
+        consumer = consumer_of(client, "short", handler, concurrency=3, reap_interval_s=0.05)
         thread, result = run_in_thread(consumer.run)
         try:
             wait_settled(srv.admin(), "short", timeout=60 * SCALE)
@@ -174,7 +181,7 @@ def test_short_leases_survive_cpu_bound_handlers(core: ModuleType, tmp_path: Pat
 
 @pytest.mark.parametrize("mode", ["threads", "async"])
 def test_a_stop_waiting_on_slow_handlers_costs_no_cpu(
-    mode: str, core: ModuleType, tmp_path: Path
+    mode: str, core: ModuleType, tmp_path: Path, shell: Any
 ) -> None:
     with ServerProcess() as srv:
         with Client(srv.url, _core=core) as producer:
@@ -190,8 +197,8 @@ def test_a_stop_waiting_on_slow_handlers_costs_no_cpu(
                 started.release()
                 time.sleep(2.0)
 
-        client = Client(srv.url, _core=core)
-        consumer = Consumer(client, "slow", handler, concurrency=4)
+        client = shell(srv.url, _core=core)
+        consumer = consumer_of(client, "slow", handler, concurrency=4)
         thread, result = run_in_thread(consumer.run)
         for _ in range(4):
             assert started.acquire(timeout=20)
@@ -206,20 +213,20 @@ def test_a_stop_waiting_on_slow_handlers_costs_no_cpu(
 
 
 def test_a_consumer_started_while_the_server_is_down_waits_for_it(
-    core: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    core: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture, shell: Any
 ) -> None:
     srv = ServerProcess()
     srv.start()
     try:
         srv.kill()
         log = SideLog(tmp_path / "runs.log")
-        client = Client(srv.url, _core=core)
+        client = shell(srv.url, _core=core)
 
         def handler(ctx: Any) -> None:
             log.record(ctx.job_id, ctx.attempt, ctx.lease_token, "ok")
 
         caplog.set_level(logging.INFO, logger="omniq_fast.consumer")
-        consumer = Consumer(client, "late", handler, concurrency=2, poll_interval_s=5.0)
+        consumer = consumer_of(client, "late", handler, concurrency=2, poll_interval_s=5.0)
         thread, result = run_in_thread(consumer.run)
         time.sleep(2.0)
         assert thread.is_alive(), result
@@ -243,10 +250,10 @@ def test_a_consumer_started_while_the_server_is_down_waits_for_it(
 
 _CRASHER = textwrap.dedent(
     """
-    import importlib, os, signal, sys
-    from omniq_fast import Client, Consumer
+    import os, signal, sys
+    from shells import run_consumer
 
-    url, queue, core_name, log_path = sys.argv[1:5]
+    url, queue, core_name, log_path, shell = sys.argv[1:6]
 
     def handler(ctx):
         with open(log_path, "ab") as f:
@@ -256,14 +263,16 @@ _CRASHER = textwrap.dedent(
         with open(log_path, "ab") as f:
             f.write(f"{ctx.job_id}|{ctx.attempt}|{ctx.lease_token}|ok\\n".encode())
 
-    client = Client(url, _core=importlib.import_module(core_name))
-    Consumer(client, queue, handler, concurrency=4, poll_interval_s=0.02,
-             promote_interval_s=0.1, reap_interval_s=0.1).run()
+    run_consumer(shell, url, core_name, queue, handler, concurrency=4, poll_interval_s=0.02,
+                 promote_interval_s=0.1, reap_interval_s=0.1)
     """
 )
 
 
-def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path) -> None:
+@pytest.mark.parametrize("consumer_shell", ["sync", "async"])
+def test_a_crash_looping_job_fails_alone(
+    core: ModuleType, tmp_path: Path, consumer_shell: str
+) -> None:
     """One job SIGKILLs its process each time it runs; a supervisor restarts the consumer.
     Only that job ends failed; every innocent job completes, on its first or second attempt
     (the first crash may burn one attempt of the jobs held with it)."""
@@ -277,8 +286,9 @@ def test_a_crash_looping_job_fails_alone(core: ModuleType, tmp_path: Path) -> No
         script.write_text(_CRASHER)
         log_path = tmp_path / "runs.log"
         log_path.touch()
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        argv = [sys.executable, str(script), srv.url, "crash", core.__name__, str(log_path)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+        argv = [sys.executable, str(script), srv.url, "crash", core.__name__, str(log_path),
+                consumer_shell]  # fmt: skip
         admin = srv.admin()
         restarts = 0
         proc = subprocess.Popen(argv, env=env)

@@ -41,8 +41,9 @@ FAILING_JOBS = 5
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    """Our client on both shells (its consumers: Consumer and AsyncConsumer)."""
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
