@@ -12,8 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Union
 
-__all__ = ["Script", "SCRIPT_NAMES", "script"]
+__all__ = ["Script", "SCRIPT_NAMES", "script", "evalsha_args"]
+
+#: What a command argument may be (as the cores encode it).
+Arg = Union[bytes, str, int]
 
 #: Every script of PROTOCOL.md §5, then our batched ones, by file name (without ``.lua``).
 SCRIPT_NAMES = (
@@ -70,3 +74,11 @@ def script(name: str) -> Script:
     parts.append(body)
     source = b"\n".join(parts)
     return Script(name, source, hashlib.sha1(source).hexdigest().encode("ascii"))
+
+
+def evalsha_args(sha: bytes, anchor: str, *argv: Arg) -> tuple[Arg, ...]:
+    """``EVALSHA sha 1 anchor argv...`` as arguments to encode, the one place they are
+    laid out: every script declares one key, its anchor (the key a cluster routes it by);
+    the rest of its input is ARGV. Used by the single calls, the coalesced publishes and
+    both cores' batch encoders."""
+    return (b"EVALSHA", sha, b"1", anchor, *argv)
