@@ -23,7 +23,7 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from omniq_fast._scripts import script
+from omniq_fast._scripts import script as lua_script
 
 from harness import (
     assert_same_snapshots,
@@ -916,6 +916,6 @@ ENGINES = {
 def test_each_batch_script_builds_only_its_own_engine(name: str) -> None:
     """Lua makes a closure for every local function of a script on every call: a batch
     script that carried all five engines built four for nothing each time it ran."""
-    source = script(name).source.decode()
+    source = lua_script(name).source.decode()
     defined = set(re.findall(r"^local function (\w+)", source, re.MULTILINE))
     assert defined & set(ENGINES.values()) == {ENGINES[name]}
