@@ -84,11 +84,6 @@ class Call(Generic[T]):
         self.resend_safe = resend_safe
         self.on_error = on_error
 
-    def without_wake(self) -> "Call[T]":
-        """The same call with no wake message (as producers of other SDKs send it)."""
-        return Call(self.script, self.anchor, self.data, self.parse, None, self.resend_safe,
-                    self.on_error)  # fmt: skip
-
     def result(self, reply: Any) -> T:
         """The call's result for ``reply`` (an error reply raises, unless ``on_error``)."""
         if isinstance(reply, ReplyError):

@@ -176,11 +176,6 @@ class AsyncClusterRouter:
         conn = self._connections[address] = Connection(client, self.core)
         return conn
 
-    def client_of(self, slot: int) -> Optional[aredis.Redis]:
-        """The ``redis.asyncio.Redis`` of ``slot``'s master (for pub/sub), or None."""
-        conn = self.owner(slot)
-        return None if conn is None else conn.redis
-
     def moved(self, slot: int, address: str) -> None:
         """Record a ``MOVED slot address`` answer (used until the map agrees)."""
         self._slots.moved(slot, address)
