@@ -27,7 +27,7 @@ from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from ._options import EnqueueOptions, check_id, job_options
-from ._scripts import evalsha_args
+from ._scripts import evalsha_head
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 cdef extern from "Python.h":
@@ -582,7 +582,7 @@ def encode_enqueue_batch(
     cdef tuple opts
     try:
         _write_line(&out, b"*", 6 + 8 * n)
-        for arg in evalsha_args(sha, anchor, now_ms, n):
+        for arg in evalsha_head(sha, anchor) + (now_ms, n):
             _write_arg(&out, arg)
         for arg in defaults:
             _write_arg(&shared, arg)
@@ -644,7 +644,7 @@ def encode_lease_batch(
     cdef int width = 2 if errors is None else 3
     try:
         _write_line(&out, b"*", 6 + width * n)
-        for arg in evalsha_args(sha, anchor, now_ms, n):
+        for arg in evalsha_head(sha, anchor) + (now_ms, n):
             _write_arg(&out, arg)
         for lease in leases:
             job_id, token = _lease_fields(lease)

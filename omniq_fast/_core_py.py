@@ -19,7 +19,7 @@ import orjson
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from ._options import EnqueueOptions, check_id, job_options
-from ._scripts import evalsha_args
+from ._scripts import evalsha_head
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 __all__ = [
@@ -374,7 +374,7 @@ def encode_enqueue_batch(
     # Written in order as it is checked (a bad header argument fails before a bad item),
     # the defaults' six arguments encoded once for every plain payload.
     parts = [b"*%d\r\n" % (6 + 8 * n)]
-    for arg in evalsha_args(sha, anchor, now_ms, n):
+    for arg in evalsha_head(sha, anchor) + (now_ms, n):
         _append_bulk(parts, arg)
     shared: List[bytes] = []
     for arg in defaults:
@@ -426,7 +426,7 @@ def encode_lease_batch(
     """
     n = len(leases)
     parts = [b"*%d\r\n" % (6 + (2 if errors is None else 3) * n)]
-    for arg in evalsha_args(sha, anchor, now_ms, n):
+    for arg in evalsha_head(sha, anchor) + (now_ms, n):
         _append_bulk(parts, arg)
     ids: List[str] = []
     for i, lease in enumerate(leases):

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor, wake_channel
 from .._options import check_id, check_int, enqueue_options
-from .._scripts import Script, evalsha_args, script
+from .._scripts import Script, evalsha_head, script
 from ..types import (
     AckFailResult, BatchResultItem, Job, JobResult, Paused, ReservedJob, ReserveResult,
 )  # fmt: skip
@@ -111,7 +111,7 @@ def text(item: object) -> str:
 
 def evalsha(core: ModuleType, s: Script, anchor: str, *argv: Arg) -> bytes:
     """``EVALSHA sha 1 anchor argv...``, encoded: every script declares one key, its anchor."""
-    return core.encode_command(evalsha_args(s.sha, anchor, *argv))  # type: ignore[no-any-return]
+    return core.encode_command(evalsha_head(s.sha, anchor) + argv)  # type: ignore[no-any-return]
 
 
 def wake_command(core: ModuleType, queue: str, sharded: bool) -> bytes:
