@@ -52,13 +52,13 @@ def test_every_data_directory_is_listed() -> None:
     assert holding_files <= listed, sorted(holding_files - listed)
 
 
-#: The shells that may still import each other (a client's ``consume`` makes its consumer,
-#: which is typed with its client; the worker command starts the supervisor, which reads
-#: the worker's options). Every module outside this set must be in no circle.
+#: The shells that may still import each other: a client's ``consume`` makes its consumer,
+#: which is typed with its client (and the package and ``aio`` export them). Every module
+#: outside this set must be in no circle.
 SHELL_CIRCLES = frozenset((
     "omniq_fast", "omniq_fast.client", "omniq_fast.consumer", "omniq_fast.multiqueue",
     "omniq_fast.aio", "omniq_fast.aio.client", "omniq_fast.aio.consumer",
-    "omniq_fast.aio.multiqueue", "omniq_fast.cli.worker", "omniq_fast.cli.supervisor",
+    "omniq_fast.aio.multiqueue",
 ))
 
 
