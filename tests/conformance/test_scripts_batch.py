@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from typing import Any, Callable
 
 import pytest
 import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
-from omniq_fast._scripts import script as lua_script
 
 from harness import (
     assert_same_snapshots,
@@ -903,19 +900,3 @@ test_random_ack_success_batch = _random_test("ack_success_batch")
 test_random_ack_fail_batch = _random_test("ack_fail_batch")
 test_random_heartbeat_batch = _random_test("heartbeat_batch")
 
-
-#: The job engine each batch script runs (one engine per ``_batch_*.lua`` file).
-ENGINES = {
-    "enqueue_batch": "enqueue_jobs", "reserve_batch": "reserve_jobs",
-    "heartbeat_batch": "extend_leases", "ack_success_batch": "complete_jobs",
-    "ack_fail_batch": "fail_jobs",
-}
-
-
-@pytest.mark.parametrize("name", sorted(ENGINES))
-def test_each_batch_script_builds_only_its_own_engine(name: str) -> None:
-    """Lua makes a closure for every local function of a script on every call: a batch
-    script that carried all five engines built four for nothing each time it ran."""
-    source = lua_script(name).source.decode()
-    defined = set(re.findall(r"^local function (\w+)", source, re.MULTILINE))
-    assert defined & set(ENGINES.values()) == {ENGINES[name]}
