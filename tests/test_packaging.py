@@ -24,22 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11")
-def test_every_subpackage_is_listed() -> None:
-    assert tomllib is not None
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    listed = set(config["tool"]["setuptools"]["packages"])
-    found = {
-        ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "omniq_fast").rglob("__init__.py")
-    }
-    assert found <= listed, sorted(found - listed)
-
-
-@pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11")
-def test_every_data_directory_is_listed() -> None:
-    """A directory of shipped files with no ``__init__.py`` (the Lua scripts, the dashboard's
-    assets) must be listed too, or setuptools warns "Package 'omniq_fast.lua' is absent from
-    the packages configuration" and a future setuptools leaves its files out."""
+def test_every_subpackage_and_data_directory_is_listed() -> None:
+    """Every directory of shipped files: the subpackages, and those with no ``__init__.py``
+    (the Lua scripts, the dashboard's assets), or setuptools warns "Package
+    'omniq_fast.lua' is absent from the packages configuration" and a future setuptools
+    leaves its files out."""
     assert tomllib is not None
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     listed = set(config["tool"]["setuptools"]["packages"])
@@ -48,7 +37,7 @@ def test_every_data_directory_is_listed() -> None:
         for path in (ROOT / "omniq_fast").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
-    assert "omniq_fast.lua" in holding_files
+    assert {"omniq_fast.lua", "omniq_fast.aio", "omniq_fast.dashboard.static"} <= holding_files
     assert holding_files <= listed, sorted(holding_files - listed)
 
 
