@@ -107,8 +107,9 @@ class ClusterRouter:
         self._core = core
         self._lock = threading.Lock()
         self._transports: dict[str, Transport] = {}
-        self._routes: dict[int, SlotRoute] = {}
-        self._moved: dict[int, str] = {}  # slot -> "host:port" a MOVED reply named
+        self._slots: routing.SlotBook[SlotRoute] = routing.SlotBook(
+            lambda slot: SlotRoute(self, slot)
+        )
         self._refreshed_at = 0.0
         #: Sharded pub/sub (SPUBLISH/SSUBSCRIBE) came with Redis 7 (Valkey reports 7.2).
         self.sharded_pubsub = _major_version(client) >= 7
@@ -117,11 +118,7 @@ class ClusterRouter:
 
     def route(self, key: str) -> "SlotRoute":
         """The route of ``key``'s slot (cached: routes hold no node, only the slot)."""
-        slot = key_slot(key.encode())
-        route = self._routes.get(slot)
-        if route is None:
-            route = self._routes.setdefault(slot, SlotRoute(self, slot))
-        return route
+        return self._slots.route(key_slot(key.encode()))
 
     def owner(self, slot: int) -> Optional[Transport]:
         """The transport of ``slot``'s master, or None if no master is known to serve it.
@@ -133,11 +130,7 @@ class ClusterRouter:
             node = self.redis.nodes_manager.get_node_from_slot(slot)
         except Exception:  # SlotNotCoveredError, or a cache being rebuilt
             node = None
-        address, forget = routing.owner_address(
-            self._moved.get(slot), None if node is None else node.name
-        )
-        if forget:
-            self._moved.pop(slot, None)
+        address = self._slots.owner(slot, None if node is None else node.name)
         if address is None:
             return None
         if node is not None and node.name == address:
@@ -146,7 +139,7 @@ class ClusterRouter:
 
     def moved(self, slot: int, address: str) -> None:
         """Record a ``MOVED slot address`` answer, and refresh the map for other slots."""
-        self._moved[slot] = address
+        self._slots.moved(slot, address)
         self.refresh()
 
     def at_address(self, address: str) -> Optional[Transport]:

@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultingTypeVar
 
-    from .client import Client
-
 __all__ = ["JobCtx", "Exec", "CheckCompletion", "ConsumerStats"]
 
 log = logging.getLogger("omniq_fast.consumer")
+
+
+class ExecTarget(Protocol):
+    """The client calls :class:`Exec` makes: what :class:`~omniq_fast.Client` has. Typed
+    by shape so that this module imports no shell (the client imports it, not the other way
+    round)."""
+
+    # A property, so that a publish with its own keyword options (any of them) fits.
+    @property
+    def publish(self) -> Callable[..., str]: ...
+
+    def pause(self, queue: str) -> str: ...
+    def resume(self, queue: str) -> int: ...
+    def is_paused(self, queue: str) -> bool: ...
+    def childs_init(self, key: str, expected: int) -> None: ...
+    def child_ack(self, key: str, child_id: str) -> int: ...
 
 
 class Exec:
@@ -22,7 +36,7 @@ class Exec:
 
     __slots__ = ("_client", "default_child_id")
 
-    def __init__(self, client: "Client", default_child_id: str) -> None:
+    def __init__(self, client: ExecTarget, default_child_id: str) -> None:
         self._client = client
         self.default_child_id = default_child_id
 

@@ -21,11 +21,13 @@ from cpython.long cimport PyLong_FromLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from ._options import EnqueueOptions, check_id, job_options
+from ._scripts import evalsha_head
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 cdef extern from "Python.h":
@@ -212,30 +214,44 @@ cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 
 
-# What _scan_markers finds: the twin's _FLOAT_MARKERS, its _NULL_TEXT.
-cdef enum:
-    _FLOAT_MARKER = 1
-    _NULL_MARKER = 2
-
-
-cdef int _scan_markers(const char* data, Py_ssize_t size) noexcept:
-    """Which of b"e-", b"0.0000" (``_FLOAT_MARKER``) and b"null" (``_NULL_MARKER``)
-    ``data`` holds, in one pass instead of three searches; a float marker ends the scan."""
+cdef bint _has_float_markers(const char* data, Py_ssize_t size) noexcept:
+    """Whether ``data`` holds one of the twin's ``_FLOAT_MARKERS`` (b"e-", b"0.0000"), in
+    one pass instead of two searches."""
     cdef Py_ssize_t i
     cdef char c
-    cdef int found = 0
     for i in range(size):
         c = data[i]
-        if c == b"n":
-            if i + 3 < size and memcmp(data + i + 1, b"ull", 3) == 0:
-                found = _NULL_MARKER
-        elif c == b"e":
+        if c == b"e":
             if i + 1 < size and data[i + 1] == b"-":
-                return _FLOAT_MARKER
+                return True
         elif c == b"0":
             if i + 5 < size and memcmp(data + i + 1, b".0000", 5) == 0:
-                return _FLOAT_MARKER
-    return found
+                return True
+    return False
+
+
+cdef bint _plain(object value) except -1:
+    """Whether ``value`` is made of exactly dict (str keys), list, tuple, str, int, bool,
+    None and finite floats: orjson writes such data as the stdlib does, so the twin's
+    read-back (which would come back equal) is skipped. Anything else (a subclass, a UUID,
+    an Enum, NaN) is left to that read-back, so both twins decide it alike. Recursion is
+    bounded: orjson has already refused data nested deeper than 255."""
+    cdef type kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return isfinite(<double>value)
+    if kind is dict:
+        for key, item in (<dict>value).items():
+            if type(key) is not str or not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            if not _plain(item):
+                return False
+        return True
+    return False
 
 
 cdef object _to_structured(object payload):
@@ -292,7 +308,6 @@ def dumps_payload(payload: Any) -> bytes:
     ``NaN``, which is not JSON and which other SDKs cannot parse).
     """
     cdef bytes out
-    cdef int markers
     data = _to_structured(payload)
     try:
         out = _orjson_dumps(data, option=_ORJSON_OPTIONS)
@@ -300,8 +315,9 @@ def dumps_payload(payload: Any) -> bytes:
         if "64-bit" not in str(exc):
             raise _not_serialisable(data, exc) from None
     else:
-        markers = _scan_markers(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))
-        if markers == 0 or (markers == _NULL_MARKER and _orjson_loads(out) == data):
+        if not _has_float_markers(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out)) and (
+            _plain(data) or _orjson_loads(out) == data
+        ):
             return out
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -566,7 +582,7 @@ def encode_enqueue_batch(
     cdef tuple opts
     try:
         _write_line(&out, b"*", 6 + 8 * n)
-        for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+        for arg in evalsha_head(sha, anchor) + (now_ms, n):
             _write_arg(&out, arg)
         for arg in defaults:
             _write_arg(&shared, arg)
@@ -628,7 +644,7 @@ def encode_lease_batch(
     cdef int width = 2 if errors is None else 3
     try:
         _write_line(&out, b"*", 6 + width * n)
-        for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+        for arg in evalsha_head(sha, anchor) + (now_ms, n):
             _write_arg(&out, arg)
         for lease in leases:
             job_id, token = _lease_fields(lease)

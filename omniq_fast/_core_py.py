@@ -19,6 +19,7 @@ import orjson
 
 from .errors import InvalidArgument, InvalidPayload, InvalidPayloadValue, ProtocolError, reply_error
 from ._options import EnqueueOptions, check_id, job_options
+from ._scripts import evalsha_head
 from .types import Job, JobResult, MalformedJob, Paused, ReservedJob
 
 __all__ = [
@@ -94,11 +95,12 @@ _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATAC
 # their absence proves the fast result is exact; their presence (mostly in strings, which is
 # rare) sends us to the stdlib for the exact answer.
 _FLOAT_MARKERS = (b"e-", b"0.0000")
-# orjson also writes NaN/Infinity as null, where the stdlib refuses them. A null is mostly a
-# None, though, which both write alike: reading the output back proves it. NaN or Infinity
-# would come back as None, unequal to what was written, and so go to the stdlib (which
-# refuses it); anything equal was plain data, and None's null is exact.
-_NULL_TEXT = b"null"
+# orjson also writes what the stdlib refuses: NaN/Infinity (as null), a UUID (as a string),
+# an Enum (as its value). Reading the output back tells them apart from plain data, in C:
+# each comes back unequal to what was written (None for NaN, a str for a UUID) and so goes
+# to the stdlib, which refuses it with the official SDK's rule; data that comes back equal
+# was plain JSON data (a None included), which both write alike. Checking only when the
+# output holds a null would accept a UUID in one payload and refuse it in the next.
 
 
 def _to_structured(payload: Any) -> Any:
@@ -161,9 +163,8 @@ def dumps_payload(payload: Any) -> bytes:
         if "64-bit" not in str(exc):  # big ints are valid JSON: let the stdlib write them
             raise _not_serialisable(data, exc) from None
     else:
-        if not any(marker in out for marker in _FLOAT_MARKERS):
-            if _NULL_TEXT not in out or orjson.loads(out) == data:
-                return out
+        if not any(marker in out for marker in _FLOAT_MARKERS) and orjson.loads(out) == data:
+            return out
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
@@ -373,7 +374,7 @@ def encode_enqueue_batch(
     # Written in order as it is checked (a bad header argument fails before a bad item),
     # the defaults' six arguments encoded once for every plain payload.
     parts = [b"*%d\r\n" % (6 + 8 * n)]
-    for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+    for arg in evalsha_head(sha, anchor) + (now_ms, n):
         _append_bulk(parts, arg)
     shared: List[bytes] = []
     for arg in defaults:
@@ -425,7 +426,7 @@ def encode_lease_batch(
     """
     n = len(leases)
     parts = [b"*%d\r\n" % (6 + (2 if errors is None else 3) * n)]
-    for arg in (b"EVALSHA", sha, b"1", anchor, now_ms, n):
+    for arg in evalsha_head(sha, anchor) + (now_ms, n):
         _append_bulk(parts, arg)
     ids: List[str] = []
     for i, lease in enumerate(leases):

@@ -28,10 +28,6 @@ class Outage:
         self._last_line = 0.0
         self._failures = 0
 
-    @property
-    def ongoing(self) -> bool:
-        return self._since is not None
-
     def failed(self, cause: object) -> None:
         now = time.monotonic()
         self._failures += 1

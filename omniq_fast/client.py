@@ -23,7 +23,7 @@ from ._engine import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, Engine, now_ms
 from ._protocol import calls
 from ._protocol.calls import MAX_BATCH, MAX_SCRIPT_BATCH, Lease
 from ._protocol.streams import PublishRun
-from .keys import validate_queue_name
+from .keys import queue_base
 from ._options import MAX_EPOCH_MS, check_int
 from ._pipelines import publish_many
 from .types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
@@ -106,7 +106,7 @@ class Client:
     @staticmethod
     def queue_base(queue_name: str) -> str:
         """``{queue}``, the prefix of every key of the queue."""
-        return "{" + validate_queue_name(queue_name) + "}"
+        return queue_base(queue_name)
 
     @staticmethod
     def _now(now_ms_override: int) -> int:

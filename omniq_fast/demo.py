@@ -21,6 +21,7 @@ from .client import Client, now_ms
 from .errors import InvalidArgument
 from ._options import check_int
 from .consumer import Consumer, JobCtx
+from .keys import queue_base
 from .types import Job
 from .testing import EmbeddedServer
 from .monitor import QueueMonitor
@@ -143,7 +144,7 @@ def run_demo(url: str, jobs: int = 10_000, say: Optional[Callable[[str], object]
             if getattr(stats, name) != value:
                 result.problems.append(f"stats {name} is {getattr(stats, name)}, not {value}")
         # The demo's queue is ours alone: remove every key it made.
-        keys = list(client.redis.scan_iter(match="{" + queue + "}*", count=1000))
+        keys = list(client.redis.scan_iter(match=queue_base(queue) + "*", count=1000))
         if keys:
             client.redis.delete(*keys)
 

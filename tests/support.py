@@ -3,9 +3,11 @@ reading jobs back from Redis."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -121,3 +123,25 @@ class BlockingView:
             return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop).result()
 
         return call
+
+
+def module_imports(path: Path, top: Path) -> list[tuple[int, str]]:
+    """(line, module name) of every import in the source file ``path`` (read as an AST, so
+    an import inside a function or under ``TYPE_CHECKING`` counts too). A relative import
+    is named from ``top``, the directory holding the package (``..client`` →
+    ``omniq_fast.client``); ``from M import n`` gives both ``M`` and ``M.n``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = path.relative_to(top).with_suffix("").parts[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found

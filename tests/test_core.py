@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import time
+import uuid
 from types import ModuleType
 from typing import Any
 
@@ -118,6 +120,41 @@ def test_none_beside_nan_is_still_refused(core: ModuleType, bad: float) -> None:
     # orjson writes NaN as null too: a null that reads back unequal goes to the stdlib.
     with pytest.raises(InvalidPayloadValue):
         core.dumps_payload({"a": None, "b": [None, bad]})
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Size(int, enum.Enum):
+    BIG = 2
+
+
+# orjson writes a UUID and an Enum, the stdlib (the official SDK) refuses them. Whatever
+# else the payload holds (a None, text that looks like a float or a null) must not change
+# that: before, a payload was read back only when its output held a null, so these were
+# accepted alone and refused beside a None.
+@pytest.mark.parametrize("foreign", [uuid.UUID(int=7), Colour.RED], ids=["uuid", "enum"])
+@pytest.mark.parametrize("beside", [{}, {"n": None}, {"s": "null e- 0.0000"}], ids=["alone", "none", "text"])
+def test_what_json_has_no_type_for_is_refused_whatever_else_the_payload_holds(
+    core: ModuleType, foreign: Any, beside: dict[str, Any]
+) -> None:
+    payload = {"x": foreign, **beside}
+    with pytest.raises(TypeError):
+        official_encoding(payload)
+    with pytest.raises(InvalidPayload, match=r"\$\.x is a (UUID|Colour)"):
+        core.dumps_payload(payload)
+
+
+@pytest.mark.parametrize("beside", [{}, {"n": None}], ids=["alone", "none"])
+def test_int_and_str_subclasses_are_written_as_the_stdlib_writes_them(
+    core: ModuleType, beside: dict[str, Any]
+) -> None:
+    class Name(str):
+        pass
+
+    payload = {"size": Size.BIG, "name": Name("é"), "pair": (1, None), **beside}
+    assert core.dumps_payload(payload) == official_encoding(payload)
 
 
 @pytest.mark.parametrize("payload", ["text", 1, 1.5, None, b"raw", True, (1, 2), {1, 2}])

@@ -7,12 +7,14 @@ extension (an ImportError here is a broken build and fails the run); with
 
 from __future__ import annotations
 
+import enum
 import inspect
 import math
 import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -159,6 +161,20 @@ def test_encode_args_is_identical(compiled: ModuleType, command: list[Any]) -> N
     assert outcome(compiled.encode_args, command) == outcome(_core_py.encode_args, command)
 
 
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Size(int, enum.Enum):
+    BIG = 2
+
+
+class _Name(str):
+    pass
+
+
+# What orjson writes and the stdlib refuses (a UUID, an Enum) or writes its own way (int
+# and str subclasses) sits among the leaves: the twins must decide each alike.
 keys = st.one_of(st.text(max_size=8), st.integers(), st.none(), st.sampled_from(["\udfff"]))
 leaves = st.one_of(
     st.none(),
@@ -166,7 +182,8 @@ leaves = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(),
     st.text(max_size=12),
-    st.sampled_from(["null", "e-", "0.0000", "\ud800", b"raw", {1, 2}, (1, 2), math.nan]),
+    st.sampled_from(["null", "e-", "0.0000", "\ud800", b"raw", {1, 2}, (1, 2), math.nan,
+                     uuid.UUID(int=1), _Colour.RED, _Size.BIG, _Name("n")]),
 )
 payloads = st.one_of(
     st.recursive(

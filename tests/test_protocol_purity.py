@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import omniq_fast._protocol
+from support import module_imports
 
 PROTOCOL = Path(omniq_fast._protocol.__file__).parent
 FILES = sorted(PROTOCOL.rglob("*.py"))
@@ -33,25 +34,7 @@ SHELLS = frozenset((
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, absolute-ish module name) of every import in ``path``; a relative import is
     named from the package root (``..client`` → ``omniq_fast.client``)."""
-    return _imports_of(path, PROTOCOL.parent.parent)
-
-
-def _imports_of(path: Path, top: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), str(path))
-    package = path.relative_to(top).with_suffix("").parts[:-1]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(package[: len(package) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            found.append((node.lineno, module))
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
-    return found
+    return module_imports(path, PROTOCOL.parent.parent)
 
 
 def test_the_protocol_package_has_modules() -> None:
@@ -77,7 +60,7 @@ def test_the_routing_core_is_scanned_and_both_cluster_shells_use_it() -> None:
     assert PROTOCOL / "routing.py" in FILES
     root = PROTOCOL.parent
     for shell in (root / "_cluster.py", root / "aio" / "_cluster.py"):
-        imported = {module for _, module in _imports_of(shell, root.parent)}
+        imported = {module for _, module in module_imports(shell, root.parent)}
         assert "omniq_fast._protocol.routing" in imported, shell
         tree = ast.parse(shell.read_text())
         defined = {

@@ -77,6 +77,26 @@ def test_a_moved_reply_outranks_a_stale_map_until_the_map_agrees() -> None:
     assert routing.owner_address(None, None) == (None, False)
 
 
+def test_the_slot_book_makes_each_route_once_and_keeps_a_moved_owner_until_the_map_agrees() -> None:
+    made: list[int] = []
+
+    def make(slot: int) -> tuple[str, int]:
+        made.append(slot)
+        return ("route", slot)
+
+    book = routing.SlotBook(make)
+    first = book.route(7)
+    assert first == ("route", 7) and book.route(7) is first and book.route(9) == ("route", 9)
+    assert made == [7, 9]  # the cache is what both cluster shells share
+    assert book.owner(7, "a:1") == "a:1"
+    book.moved(7, "b:2")
+    assert book.owner(7, "a:1") == "b:2"  # the stale map is outranked...
+    assert book.owner(7, None) == "b:2"
+    assert book.owner(9, "a:1") == "a:1"  # ...for that slot only
+    assert book.owner(7, "b:2") == "b:2"  # the map agrees: the MOVED is forgotten,
+    assert book.owner(7, "c:3") == "c:3"  # so a later map change is followed
+
+
 def test_refresh_is_rate_limited_unless_forced() -> None:
     assert not routing.due_refresh(False, 10.0, 10.0 + routing.MIN_REFRESH_S / 2)
     assert routing.due_refresh(False, 10.0, 10.0 + routing.MIN_REFRESH_S)

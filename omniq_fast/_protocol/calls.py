@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..keys import REMOVE_LANES, counter_anchor, job_key, paused_key, queue_anchor, wake_channel
 from .._options import EnqueueOptions, check_id, check_int, enqueue_options
-from .._scripts import Script, script
+from .._scripts import Script, evalsha_head, script
 from ..types import (
     AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult,
 )  # fmt: skip
@@ -84,11 +84,6 @@ class Call(Generic[T]):
         self.resend_safe = resend_safe
         self.on_error = on_error
 
-    def without_wake(self) -> "Call[T]":
-        """The same call with no wake message (as producers of other SDKs send it)."""
-        return Call(self.script, self.anchor, self.data, self.parse, None, self.resend_safe,
-                    self.on_error)  # fmt: skip
-
     def result(self, reply: Any) -> T:
         """The call's result for ``reply`` (an error reply raises, unless ``on_error``)."""
         if isinstance(reply, ReplyError):
@@ -116,7 +111,7 @@ def text(item: object) -> str:
 
 def evalsha(core: ModuleType, s: Script, anchor: str, *argv: Arg) -> bytes:
     """``EVALSHA sha 1 anchor argv...``, encoded: every script declares one key, its anchor."""
-    return core.encode_command((b"EVALSHA", s.sha, b"1", anchor, *argv))  # type: ignore[no-any-return]
+    return core.encode_command(evalsha_head(s.sha, anchor) + argv)  # type: ignore[no-any-return]
 
 
 def wake_command(core: ModuleType, queue: str, sharded: bool) -> bytes:

@@ -26,6 +26,7 @@ from typing import Any, Optional, Union
 from ..errors import DuplicateJob, ProtocolError, ReplyError, lease_error, reply_error
 from ..keys import queue_anchor
 from .._options import EnqueueOptions, check_id, enqueue_options
+from .._scripts import evalsha_head
 from .calls import MAX_SCRIPT_BATCH, text
 
 __all__ = ["checked_item", "batch_command", "outcomes", "copy_error", "MAX_SCRIPT_BATCH"]
@@ -73,7 +74,7 @@ def batch_command(core: ModuleType, sha: bytes, anchor: str, now: int, parts: li
     """The ``enqueue_batch`` EVALSHA of the jobs whose :func:`checked_item` parts are
     ``parts``: the bytes ``encode_enqueue_batch`` makes for the same jobs and ids."""
     n = len(parts)
-    head = b"*%d\r\n" % (6 + 8 * n) + core.encode_args((b"EVALSHA", sha, b"1", anchor, now, n))
+    head = b"*%d\r\n" % (6 + 8 * n) + core.encode_args(evalsha_head(sha, anchor) + (now, n))
     return b"".join([head, *parts])
 
 

@@ -450,12 +450,13 @@ def activity(
     return samples
 
 
-def _listed_gids(prefix: str, keys: list[Any]) -> Plan[list[str]]:
-    """The gids that ``keys`` (of one SCAN batch) list, each under its first key: a gid
-    seen by a later part is kept only when none of its earlier parts exists."""
-    candidates = group_keys(prefix, keys)
+def _listed_gids(queue: str, keys: list[Any]) -> Plan[list[str]]:
+    """The gids that ``keys`` (of one SCAN batch of ``queue``'s group keys) list, each under
+    its first key: a gid seen by a later part is kept only when none of its earlier parts
+    exists."""
+    candidates = group_keys(group_key_prefix(queue), keys)
     replies = yield from _send([
-        ("EXISTS", f"{prefix}{gid}:{part}")
+        ("EXISTS", group_key(queue, gid, part))
         for gid, rank in candidates
         for part in GROUP_KEY_PARTS[:rank]
     ])
@@ -483,7 +484,7 @@ def groups_page(queue: str, cursor: str, limit: int, default_limit: int) -> Plan
         # Sorted, so a page that ends inside this batch can resume after its last gid:
         # the next page reads the same batch again and takes the gids above it (by
         # value, not position, so a batch that changed meanwhile repeats nothing).
-        batch = sorted((yield from _listed_gids(prefix, keys)))
+        batch = sorted((yield from _listed_gids(queue, keys)))
         if after is not None:
             batch = [gid for gid in batch if gid > after]
         if len(found) + len(batch) > size:

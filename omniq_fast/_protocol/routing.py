@@ -18,14 +18,14 @@ The rules (the why is in :mod:`omniq_fast._cluster`'s docstring):
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Generic, Iterable, Optional, Sequence, TypeVar
 
 from ..errors import ClusterUnavailable, ReplyError
 
 __all__ = [
     "RESEND_SAFE", "BACKOFF_FIRST_S", "BACKOFF_MAX_S", "MIN_REFRESH_S", "Patience",
     "Settlement", "redirect_of", "resend_safe", "first_redirect", "settle", "owner_address",
-    "due_refresh", "parse_address",
+    "due_refresh", "parse_address", "SlotBook",
 ]
 
 #: Scripts sent again after a connection broke with their effect unknown, because a second
@@ -173,6 +173,45 @@ def owner_address(moved_to: Optional[str], mapped: Optional[str]) -> tuple[Optio
     if mapped == moved_to:
         return mapped, True
     return moved_to, False
+
+
+R = TypeVar("R")
+
+
+class SlotBook(Generic[R]):
+    """What a cluster shell remembers per slot: its route (made once, by ``make``; a route
+    holds no node, so it never goes stale) and the owner a ``MOVED`` reply named, kept
+    until the slot map agrees (:func:`owner_address`).
+
+    Safe to share between threads without a lock: a route is published with
+    ``dict.setdefault`` (two threads racing make two, and both get the one kept), and the
+    ``MOVED`` entries are single dict operations."""
+
+    __slots__ = ("_make", "_routes", "_moved")
+
+    def __init__(self, make: Callable[[int], R]) -> None:
+        self._make = make
+        self._routes: dict[int, R] = {}
+        self._moved: dict[int, str] = {}  # slot -> "host:port" a MOVED reply named
+
+    def route(self, slot: int) -> R:
+        """The route of ``slot``, made on first use."""
+        route = self._routes.get(slot)
+        if route is None:
+            route = self._routes.setdefault(slot, self._make(slot))
+        return route
+
+    def moved(self, slot: int, address: str) -> None:
+        """Note a ``MOVED slot address`` answer."""
+        self._moved[slot] = address
+
+    def owner(self, slot: int, mapped: Optional[str]) -> Optional[str]:
+        """The address serving ``slot``, given the slot map's owner ``mapped`` (or None);
+        a ``MOVED`` the map now agrees with is forgotten."""
+        address, forget = owner_address(self._moved.get(slot), mapped)
+        if forget:
+            self._moved.pop(slot, None)
+        return address
 
 
 def due_refresh(force: bool, refreshed_at: float, now: float) -> bool:

@@ -94,8 +94,9 @@ class AsyncClusterRouter:
         self._owns = owns
         self._connections: dict[str, Connection] = {}
         self._clients: list[aredis.Redis] = []
-        self._routes: dict[int, AsyncSlotRoute] = {}
-        self._moved: dict[int, str] = {}  # slot -> "host:port" a MOVED reply named
+        self._slots: routing.SlotBook[AsyncSlotRoute] = routing.SlotBook(
+            lambda slot: AsyncSlotRoute(self, slot)
+        )
         self._refreshed_at = 0.0
         self._refreshing: Optional[asyncio.Future[None]] = None
         self._started = False
@@ -125,11 +126,7 @@ class AsyncClusterRouter:
 
     def route(self, key: str) -> "AsyncSlotRoute":
         """The route of ``key``'s slot (cached: routes hold no node, only the slot)."""
-        slot = key_slot(key.encode())
-        route = self._routes.get(slot)
-        if route is None:
-            route = self._routes.setdefault(slot, AsyncSlotRoute(self, slot))
-        return route
+        return self._slots.route(key_slot(key.encode()))
 
     def owner(self, slot: int) -> Optional[Connection]:
         """The connection to ``slot``'s master, or None if no master is known to serve it."""
@@ -138,9 +135,7 @@ class AsyncClusterRouter:
             mapped: Optional[str] = node.name
         except Exception:  # SlotNotCoveredError, or a map being rebuilt
             mapped = None
-        address, forget = routing.owner_address(self._moved.get(slot), mapped)
-        if forget:
-            self._moved.pop(slot, None)
+        address = self._slots.owner(slot, mapped)
         return None if address is None else self.at_address(address)
 
     def at_address(self, address: str) -> Optional[Connection]:
@@ -181,14 +176,9 @@ class AsyncClusterRouter:
         conn = self._connections[address] = Connection(client, self.core)
         return conn
 
-    def client_of(self, slot: int) -> Optional[aredis.Redis]:
-        """The ``redis.asyncio.Redis`` of ``slot``'s master (for pub/sub), or None."""
-        conn = self.owner(slot)
-        return None if conn is None else conn.redis
-
     def moved(self, slot: int, address: str) -> None:
         """Record a ``MOVED slot address`` answer (used until the map agrees)."""
-        self._moved[slot] = address
+        self._slots.moved(slot, address)
 
     async def settle(
         self, redirects: Sequence[tuple[int, tuple[str, str]]], patience: _Patience

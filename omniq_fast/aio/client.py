@@ -26,7 +26,7 @@ from .._protocol import calls
 from .._protocol.coalesce import checked_item
 from .._protocol.streams import PublishRun
 from ..client import Client
-from ..keys import validate_queue_name
+from ..keys import queue_base
 from .._options import MAX_EPOCH_MS, check_int
 from ..types import AckFailResult, BatchResultItem, JobResult, Paused, ReservedJob, ReserveResult
 from ._coalesce import Coalescer
@@ -131,7 +131,7 @@ class AsyncClient:
     @staticmethod
     @_same_as(Client.queue_base)
     def queue_base(queue_name: str) -> str:
-        return "{" + validate_queue_name(queue_name) + "}"
+        return queue_base(queue_name)
 
     @staticmethod
     def _now(now_ms_override: int) -> int:

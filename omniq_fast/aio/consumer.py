@@ -34,7 +34,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence
 
-from .._engine import now_ms
+from .._consumer_engine import engine_of, now_ms
 from .._protocol.dispatch import DEFAULT_PREFETCH, STOP_PATIENCE_S, Dispatcher, Trip
 from .._protocol.effects import (
     Effect, Failing, HoldBeats, Line, Log, Recovered, Release, Report, ResumeBeats,
@@ -218,7 +218,7 @@ class AsyncConsumer(StopOnSignals):
         self.burst = burst
         self._observer = ObserverGuard(observer) if observer is not None else None
         self._init_controls(verbose, logger, drain, stop_on_ctrl_c)
-        self._engine: Any = client._engine
+        self._engine = engine_of(client)
         self._dispatch = Dispatcher(
             self._engine.core, self.queue, lambda job_id: AsyncExec(client, job_id),
             concurrency=concurrency, prefetch=self.prefetch, max_jobs=max_jobs,

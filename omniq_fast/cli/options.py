@@ -4,7 +4,9 @@ errors and the connection check."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, TypeVar
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -16,7 +18,7 @@ from ..keys import validate_queue_name
 
 __all__ = [
     "DEFAULT_REDIS_URL", "CliError", "redis_url_option", "json_option", "queue_argument",
-    "check_queue", "connect", "shown_url", "print_json",
+    "check_queue", "connect", "shown_url", "print_json", "SIGNAL_EXIT", "WorkerConfig",
 ]
 
 #: The server when neither ``--redis-url`` nor ``REDIS_URL`` is given.
@@ -25,6 +27,26 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONNECT_TIMEOUT_S = 5.0
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit statuses a shell expects after these signals (128 + the signal number).
+SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class WorkerConfig:
+    """A worker's resolved settings (command line over settings object over defaults)."""
+
+    target_spec: str
+    queues: list[str]
+    redis_url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_port: Optional[int] = None
+    metrics_host: str = "0.0.0.0"
+    #: Set in children of a ``--processes`` supervisor: metrics go to the shared
+    #: multiprocess directory, and the worker stops if the supervisor goes away.
+    supervised: bool = False
 
 
 class CliError(click.ClickException):

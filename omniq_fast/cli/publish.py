@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import PublishManyError
 from ..client import Client, now_ms
 from ..consumer import Consumer
+from ..keys import queue_base
 from .options import CliError, connect, json_option, print_json, queue_argument, redis_url_option
 
 __all__ = ["publish", "bench", "parse_line"]
@@ -120,7 +121,7 @@ def publish(queue: str, source: IO[str], max_attempts: int, timeout_ms: int, bac
 def _delete_queue(client: Client, queue: str) -> None:
     """Remove every key of a bench queue (they share one slot, so one node holds them)."""
     r = client.redis
-    keys = list(r.scan_iter(match="{" + queue + "}*", count=1000))
+    keys = list(r.scan_iter(match=queue_base(queue) + "*", count=1000))
     for i in range(0, len(keys), 500):
         r.delete(*keys[i : i + 500])
 

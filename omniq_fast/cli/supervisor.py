@@ -25,8 +25,7 @@ from types import FrameType
 from typing import Any, Optional
 
 from ..logs import configure_logging
-from .options import CliError, connect
-from .worker import SIGNAL_EXIT, WorkerConfig
+from .options import SIGNAL_EXIT, CliError, WorkerConfig, connect
 
 __all__ = ["supervise", "child_command"]
 

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Callable, Optional
 
@@ -33,7 +33,9 @@ from ..consumer import MAX_PREFETCH, Consumer
 from .._context import ConsumerStats
 from ..logs import configure_logging
 from ..multiqueue import MultiConsumer
-from .options import CliError, check_queue, connect, redis_url_option, shown_url
+from .options import (
+    SIGNAL_EXIT, CliError, WorkerConfig, check_queue, connect, redis_url_option, shown_url,
+)
 
 __all__ = ["worker", "WorkerConfig", "load_target", "CONSUME_OPTIONS"]
 
@@ -45,8 +47,6 @@ CONSUME_OPTIONS = (
     "promote_batch", "reap_interval_s", "reap_batch", "heartbeat_interval_s", "ack_delay_s",
     "drain", "wake", "tracebacks",
 )  # fmt: skip
-#: Exit statuses a shell expects after these signals (128 + the signal number).
-SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -90,23 +90,6 @@ def load_target(spec: str) -> Target:
     if not callable(obj):
         raise CliError(f"{spec!r} is neither a handler nor a settings object with a handler")
     return Target(obj)
-
-
-@dataclass
-class WorkerConfig:
-    """A worker's resolved settings (command line over settings object over defaults)."""
-
-    target_spec: str
-    queues: list[str]
-    redis_url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    log_level: str = "INFO"
-    log_format: str = "text"
-    metrics_port: Optional[int] = None
-    metrics_host: str = "0.0.0.0"
-    #: Set in children of a ``--processes`` supervisor: metrics go to the shared
-    #: multiprocess directory, and the worker stops if the supervisor goes away.
-    supervised: bool = False
 
 
 class _HookLoop:

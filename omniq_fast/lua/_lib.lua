@@ -1,6 +1,9 @@
 -- Shared prelude of every omniq-fast script (PROTOCOL.md §1-4).
--- The registry (omniq_fast/scripts.py) prepends this file to each script before loading it,
--- so each EVALSHA body is self-contained while the helpers live in one place.
+-- The registry (omniq_fast/_scripts.py) prepends this file to each script before loading it,
+-- so each EVALSHA body is self-contained while the helpers live in one place; it leaves out
+-- the top-level functions the script never calls (each would be a closure made per call).
+-- Layout it relies on (tests/test_scripts.py): a top-level "local function" is a one-liner
+-- or ends at the next line that is "end" alone.
 
 -- KEYS[1] is the anchor "{Q}:meta" (or "{cc:K}:meta"); every other key hangs off the base.
 local BASE = string.sub(KEYS[1], 1, -6)

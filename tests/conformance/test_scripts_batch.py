@@ -899,3 +899,4 @@ test_random_reserve_batch = _random_test("reserve_batch")
 test_random_ack_success_batch = _random_test("ack_success_batch")
 test_random_ack_fail_batch = _random_test("ack_fail_batch")
 test_random_heartbeat_batch = _random_test("heartbeat_batch")
+
