@@ -114,11 +114,12 @@ class WakeListener:
         self._outage = Outage(log, f"wake channel {self._channel}")
         self._nudge = nudge
         # Lending the connection to the dispatcher. Guarded by _lending: the thread reads
-        # only while not _lent; a lend waits for the thread's turn in progress (_turning)
-        # to end, cutting its read short through the _interrupt socket.
+        # only while not _lent and not _held; a lend waits for the thread's turn in
+        # progress (_turning) to end, cutting its read short through the _interrupt socket.
         self._lending = threading.Condition()
-        self._lendable = False  # set up and not due for the thread's duties
+        self._lendable = False  # set up, no fault pending
         self._lent = False
+        self._held = 0.0  # the dispatcher may listen again soon: the thread waits till then
         self._turning = False
         self._declined = False  # a lend was refused: nudge once the thread has turned
         self._fault: Optional[BaseException] = None  # what the borrower's read ran into
@@ -230,8 +231,14 @@ class WakeListener:
         refresh = moved = False
         while True:
             with self._lending:
-                while self._lent and not self._closed.is_set():
-                    self._lending.wait()
+                # Handing the connection back is not announced (waking this thread would
+                # take the interpreter from the dispatcher just as it reserves): this
+                # thread looks again every _READ_S, and reads once the dispatcher stayed
+                # away for that long (a handler runs, or the waits are short).
+                while not self._closed.is_set() and (
+                    self._lent or time.monotonic() < self._held
+                ):
+                    self._lending.wait(_READ_S)
                 if self._closed.is_set():
                     return
                 self._turning = True
@@ -365,7 +372,11 @@ class WakeListener:
         finally:
             with self._lending:
                 self._lent = False
-                self._lending.notify_all()
+                if self._fault is None:
+                    self._held = time.monotonic() + _READ_S
+                else:
+                    self._held = 0.0
+                    self._lending.notify_all()  # set up again at once
         return True
 
     def _listen(self, wakeup: socket.socket, timeout: float) -> None:
