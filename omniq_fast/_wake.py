@@ -214,6 +214,7 @@ class WakeListener:
     def _drop(self) -> None:
         with self._lending:
             self._lendable = False
+            self._lending.notify_all()  # a lend waiting for this turn gives up
         conn, self._conn = self._conn, None
         if self._tracking:
             self._tracking = False
@@ -259,9 +260,11 @@ class WakeListener:
                 with self._lending:
                     self._turning = False
                     self._lendable = self._conn is not None and self._fault is None
-                    declined, self._declined = self._declined, False
+                    nudge = self._declined and self._lendable
+                    if nudge:
+                        self._declined = False
                     self._lending.notify_all()
-                if declined and self._lendable and self._nudge is not None:
+                if nudge and self._nudge is not None:
                     self._nudge()
 
     def _turn(self, refresh: bool, moved: bool) -> None:
@@ -360,7 +363,8 @@ class WakeListener:
             self._lent = True
             if self._turning:
                 self._ring()
-                while self._turning:
+                # Not past a failure: that turn sets up again (and backs off) first.
+                while self._turning and self._lendable:
                     self._lending.wait()
             lendable = self._lendable
             if not lendable:
