@@ -8,8 +8,14 @@ only the wake-up path can explain a prompt pickup, promotion or reap.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, Optional
 
@@ -303,3 +309,46 @@ def test_stop_ends_the_listening_wait_at_once(client: Client, qname: str) -> Non
         asked = time.monotonic()
         run.stop()
         assert time.monotonic() - asked < 0.5
+
+
+_IDLE_SCRIPT = textwrap.dedent("""
+    import importlib, sys
+    from omniq_fast import Client, Consumer
+
+    url, queue, core_name = sys.argv[1:4]
+    client = Client(url, _core=importlib.import_module(core_name))
+
+    def handler(ctx):
+        print("STARTED", flush=True)
+
+    consumer = Consumer(client, queue, handler, poll_interval_s=5.0, promote_interval_s=5.0,
+                        reap_interval_s=5.0)
+    stats = consumer.run()
+    print("STATS", stats.handled, flush=True)
+    """)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_listening_wait_at_once(
+    redis_url: str, core: ModuleType, client: Client, qname: str, signum: int
+) -> None:
+    """Ctrl+C or SIGTERM while the consumer's main thread listens (for up to 5 s): it
+    stops at once, gracefully."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _IDLE_SCRIPT, redis_url, qname, core.__name__],
+                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        client.publish(qname, {})
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "STARTED"
+        time.sleep(0.5)  # idle again, listening (the reserve after the job found nothing)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 1.0
+        assert proc.returncode == 0
+        assert "STATS 1" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
