@@ -1,11 +1,13 @@
 """Publish → handler-start latency with an idle consumer, and what an idle consumer costs.
 
-    python benchmarks/latency.py [--jobs 300] [--gap-ms 30] [--redis-url URL]
+    python benchmarks/latency.py [--jobs 300] [--gap-ms 30] [--concurrency 1] [--redis-url URL]
 
 An idle consumer waits on a queue; single jobs are published one at a time, each at least
 ``--gap-ms`` after the previous one's handler started (the consumer is fully idle again:
 its reserve found nothing); the handler writes the time it started to a pipe. Pickup is
-handler start minus the moment ``publish`` was called. Rows, side by side in one run:
+handler start minus the moment ``publish`` was called. ``--concurrency`` is our consumer's
+(1: the handler runs on the dispatcher's thread; more: on a worker thread). Rows, side by
+side in one run:
 
 * omniq-fast consumer, omniq-fast producer (its wake message, or key tracking);
 * omniq-fast consumer, the official SDK's producer (``omniq`` ``publish``: no wake
@@ -40,7 +42,7 @@ from omniq_fast.testing import EmbeddedServer
 _CONSUMER = textwrap.dedent(
     """
     import os, sys, time
-    url, queue, which = sys.argv[1], sys.argv[2], sys.argv[3]
+    url, queue, which, concurrency = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     out = sys.stdout.fileno()
 
     def handler(ctx):
@@ -54,7 +56,7 @@ _CONSUMER = textwrap.dedent(
             queue=queue, handler=handler)
     else:
         from omniq_fast import Client, Consumer
-        Consumer(Client(url), queue, handler).run()
+        Consumer(Client(url), queue, handler, concurrency=concurrency).run()
     """
 )
 
@@ -89,11 +91,13 @@ def _commands(r: redis.Redis) -> int:
     return int(r.info("stats")["total_commands_processed"])
 
 
-def measure(url: str, consumer: str, producer: str, jobs: int, gap_s: float) -> dict[str, float]:
+def measure(
+    url: str, consumer: str, producer: str, jobs: int, gap_s: float, concurrency: int = 1
+) -> dict[str, float]:
     r = redis.Redis.from_url(url)
     queue = f"lat-{consumer[:4]}-{producer[:4]}-" + uuid.uuid4().hex[:6]
-    proc = subprocess.Popen([sys.executable, "-c", _CONSUMER, url, queue, consumer],
-                            stdout=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", _CONSUMER, url, queue, consumer,
+                             str(concurrency)], stdout=subprocess.PIPE)  # fmt: skip
     started = _Started(proc)
     ours = Client(url)
     publish: Callable[[int], Any]
@@ -140,6 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--gap-ms", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=1, help="our consumer's")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args()
 
@@ -149,7 +154,7 @@ def main() -> int:
         for consumer, producer in (
             ("omniq-fast", "omniq-fast"), ("omniq-fast", "official"), ("official", "official"),
         ):  # fmt: skip
-            m = measure(url, consumer, producer, args.jobs, args.gap_ms / 1000)
+            m = measure(url, consumer, producer, args.jobs, args.gap_ms / 1000, args.concurrency)
             print(f"| {consumer} | {producer} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                   f" {m['max_ms']:.2f} | {m['idle_commands_per_s']:.1f} |", flush=True)  # fmt: skip
 

@@ -49,6 +49,7 @@ from ._options import check_consumer_options
 from ._outage import Outage
 from ._reporting import is_async_handler, received_line, report
 from ._stopping import LineLogger, StopOnSignals, signals_to_main_thread
+from ._waiting import Wakeup
 from ._wake import WakeListener
 from ._workers import ThreadLoop, Workers, call_handler
 
@@ -148,7 +149,8 @@ class Consumer(StopOnSignals):
         )  # fmt: skip
         self.stats: ConsumerStats = self._dispatch.stats
         self._stop = threading.Event()
-        self._event = threading.Event()  # anything the dispatcher should look at
+        self._event = Wakeup()  # anything the dispatcher should look at
+        self._listener: Optional[WakeListener] = None  # lent to the dispatcher's waits
         self._async = is_async_handler(handler)
         self._inline = concurrency == 1 and not self._async
         self._closing = False  # workers return jobs they have not started
@@ -222,7 +224,9 @@ class Consumer(StopOnSignals):
                 listener = WakeListener(
                     self.queue, self.wake_up, engine.mode, lambda: engine.redis,
                     core=engine.core, armed=self._tracked, changed=self._changed,
+                    nudge=self._event.set,
                 )  # fmt: skip
+            self._listener = listener
         graceful = False
         try:
             self._loop(workers)
@@ -231,12 +235,14 @@ class Consumer(StopOnSignals):
         except KeyboardInterrupt:
             pass  # exit at once: unfinished jobs are not acked; their leases expire
         finally:
+            self._listener = None
             if listener is not None:
                 listener.close()
             if workers is not None:
                 workers.close(graceful)
             self._thread_loop.close()
             self._beats.close()
+            self._event.close()
             restore()
         if self._fatal is not None:
             raise self._fatal
@@ -265,7 +271,7 @@ class Consumer(StopOnSignals):
             elif (ctx := dispatch.next_job(stopping)) is not None:
                 self._run_inline(ctx)
                 continue
-            self._event.wait(dispatch.wait_time(now, stopping))
+            self._event.wait(dispatch.wait_time(now, stopping), self._listener)
 
     def _round_trip(self, trip: Trip) -> None:
         dispatch = self._dispatch

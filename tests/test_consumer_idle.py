@@ -9,15 +9,23 @@ both shells (the ``shell`` fixture): the AsyncConsumer tracks the keys as the bl
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
 import time
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 import redis
 
 from omniq_fast import Client, JobCtx, now_ms
 from omniq_fast._protocol.idle import IDLE_POLL_S
+from omniq_fast._wake import WakeListener
 
 from support import wait_until
 from test_consumer import running
@@ -202,3 +210,170 @@ def test_without_tracking_it_polls_and_says_so_once(
         admin.close()
     lines = [r.getMessage() for r in caplog.records if "key tracking" in r.getMessage()]
     assert len(lines) == 1, lines
+
+
+# ---------------------------------------------------------------------- the dispatcher listens
+
+
+def _listening(run: Any) -> Any:
+    """The consumer's wake listener, once the dispatcher is reading its connection."""
+    listener = run.consumer._listener
+    wait_until(lambda: listener._lent, "the dispatcher to listen", 5)
+    return listener
+
+
+def _address(listener: Any) -> Optional[str]:
+    """The listener connection's address as the server lists it (None between two)."""
+    conn = listener._conn
+    try:
+        host, port = conn._sock.getsockname()[:2]
+    except (AttributeError, OSError):
+        return None
+    return f"{host}:{port}"
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread that handled each message of a wake listener."""
+    names: list[str] = []
+    real = WakeListener._message
+
+    def spy(self: WakeListener, message: Any) -> None:
+        names.append(threading.current_thread().name)
+        real(self, message)
+
+    monkeypatch.setattr(WakeListener, "_message", spy)
+    return names
+
+
+def test_an_idle_dispatcher_reads_the_wake_itself_and_reserves_at_once(
+    client: Client, oracle_on_ours: Any, qname: str, readers: list[str]
+) -> None:
+    """No thread hand-off between the server's message and the reserve: the thread that
+    runs the consumer (``test-consumer``) read the invalidation, and ran the handler."""
+    started: list[tuple[float, str]] = []
+
+    def handler(ctx: JobCtx) -> None:
+        started.append((time.monotonic(), threading.current_thread().name))
+
+    with running(client, qname, handler, **RARE) as run:
+        _tracked(run)
+        _listening(run)
+        readers.clear()
+        sent = time.monotonic()
+        oracle_on_ours.publish(queue=qname, payload={})
+        wait_until(lambda: started, "the job to start", 4)
+        at, thread = started[0]
+        assert at - sent < PROMPT_S
+        assert thread == "test-consumer"
+        assert readers and readers[0] == "test-consumer", readers
+        run.stop()
+
+
+def test_while_a_handler_runs_the_listener_thread_reads(
+    client: Client, oracle_on_ours: Any, qname: str, readers: list[str]
+) -> None:
+    """The dispatcher hands the connection back when it stops listening: messages sent
+    while an inline handler runs are read by the listener's own thread (not left to pile
+    up in the server's output buffer), and their job runs right after."""
+    started: list[float] = []
+
+    def handler(ctx: JobCtx) -> None:
+        started.append(time.monotonic())
+        if ctx.payload.get("slow"):
+            time.sleep(0.6)
+
+    with running(client, qname, handler, **RARE) as run:
+        _tracked(run)
+        _listening(run)
+        oracle_on_ours.publish(queue=qname, payload={"slow": True})
+        wait_until(lambda: started, "the slow job to start", 4)
+        time.sleep(0.3)  # the listener thread's turn came back (_READ_S after the lend)
+        readers.clear()
+        oracle_on_ours.publish(queue=qname, payload={})
+        wait_until(lambda: "omniq-wake" in readers, "the listener thread to read", 2)
+        assert len(started) == 1  # still in the slow handler
+        assert _starts(started, 2) - started[0] < 0.6 + PROMPT_S
+        run.stop()
+
+
+def test_a_killed_listener_connection_is_set_up_again_and_wakes_again(
+    client: Client, oracle_on_ours: Any, qname: str, redis_url: str
+) -> None:
+    """CLIENT KILL of the connection the dispatcher is listening on: the read fails on the
+    dispatcher's thread, the listener's thread sets up again (tracking re-armed), and a
+    job from a producer that sends no wake message is picked up promptly again."""
+    started: list[float] = []
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        with running(client, qname, lambda ctx: started.append(time.monotonic()), **RARE) as run:
+            _tracked(run)
+            listener = _listening(run)
+            first = _address(listener)
+            assert first is not None
+            assert admin.client_kill(first)
+            wait_until(lambda: _address(listener) not in (None, first)
+                       and run.consumer._dispatch.timers.tracking,
+                       "the listener to set up again", 5)  # fmt: skip
+            _listening(run)
+            for i in range(2):
+                sent = time.monotonic()
+                oracle_on_ours.publish(queue=qname, payload={"i": i})
+                assert _starts(started, i + 1) - sent < PROMPT_S
+                time.sleep(0.05)
+            run.stop()
+    finally:
+        admin.close()
+
+
+def test_stop_ends_the_listening_wait_at_once(client: Client, qname: str) -> None:
+    """The dispatcher listens for up to the 5 s safety-net poll; stop() cuts it short."""
+    with running(client, qname, lambda ctx: None, **RARE) as run:
+        _tracked(run)
+        _listening(run)
+        asked = time.monotonic()
+        run.stop()
+        assert time.monotonic() - asked < 0.5
+
+
+_IDLE_SCRIPT = textwrap.dedent("""
+    import importlib, sys
+    from omniq_fast import Client, Consumer
+
+    url, queue, core_name = sys.argv[1:4]
+    client = Client(url, _core=importlib.import_module(core_name))
+
+    def handler(ctx):
+        print("STARTED", flush=True)
+
+    consumer = Consumer(client, queue, handler, poll_interval_s=5.0, promote_interval_s=5.0,
+                        reap_interval_s=5.0)
+    stats = consumer.run()
+    print("STATS", stats.handled, flush=True)
+    """)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_listening_wait_at_once(
+    redis_url: str, core: ModuleType, client: Client, qname: str, signum: int
+) -> None:
+    """Ctrl+C or SIGTERM while the consumer's main thread listens (for up to 5 s): it
+    stops at once, gracefully."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _IDLE_SCRIPT, redis_url, qname, core.__name__],
+                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        client.publish(qname, {})
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "STARTED"
+        time.sleep(0.5)  # idle again, listening (the reserve after the job found nothing)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 1.0
+        assert proc.returncode == 0
+        assert "STATS 1" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
