@@ -187,7 +187,7 @@ for version in "${CI_PYTHONS[@]}"; do
 done
 
 step "artifacts"
-for f in "$SDIST" "${WHEELS[@]}" "$PURE_WHEEL"; do
+for f in "$SDIST" $(for v in "${CI_PYTHONS[@]}"; do echo "${WHEELS[$v]}"; done) "$PURE_WHEEL"; do
   name=$(basename "$f")
   case $name in
     *.tar.gz) tag=sdist ;;
