@@ -72,12 +72,12 @@ grep "omniq-fast: building the compiled core failed" "$WORK/broken.log"
 # One binary wheel per version, each built by that interpreter (pip's isolated PEP 517
 # build, as `python -m build` does) from its own copy of the sdist. cython-src is PYTHON's:
 # its tests are the ones the suites run.
-declare -A WHEELS
+declare -A WHEELS INTERPRETERS
 for version in "${CI_PYTHONS[@]}"; do
   step "binary wheel for CPython $version from the sdist, repaired by auditwheel"
   [ "$version" = "$PY_VERSION" ] && src=cython-src || src=cython-src-$version
-  wheel_py=$(python_for "$version")
-  "$wheel_py" -m pip wheel --no-deps --wheel-dir "$WORK/raw-$version" "$(unpack "$src")" \
+  INTERPRETERS[$version]=$(python_for "$version")
+  "${INTERPRETERS[$version]}" -m pip wheel --no-deps --wheel-dir "$WORK/raw-$version" "$(unpack "$src")" \
     >"$WORK/wheel-$version.log" 2>&1 \
     || { tail -40 "$WORK/wheel-$version.log"; fail "building the $version wheel from the sdist failed"; }
   auditwheel repair -w "$WORK/dist-$version" "$WORK/raw-$version"/*.whl
@@ -173,7 +173,7 @@ smoke() {
   local version=$1 label
   label=$(basename "${WHEELS[$version]}" .whl)
   step "install $label fresh (no compiler, no Cython), then the demo"
-  fresh "$(python_for "$version")" "cython-$version" "${WHEELS[$version]}[embedded]" cython
+  fresh "${INTERPRETERS[$version]}" "cython-$version" "${WHEELS[$version]}[embedded]" cython
   (cd "$RUN" && "${RUN_ENV[@]}" "$VENV/bin/omniq-fast" demo --jobs 2000)
   RESULTS+=("$label: demo of 2000 jobs passed")
 }
