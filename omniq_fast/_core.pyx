@@ -1,4 +1,5 @@
 # cython: language_level=3, embedsignature=True, binding=True, annotation_typing=False
+# cython: freethreading_compatible=True
 """Compiled twin of ``omniq_fast._core_py``: the hot functions of the client, in Cython.
 
 Same public names, same signatures, same behaviour and same order of definitions as the
@@ -14,6 +15,8 @@ import json
 import os
 
 import orjson
+
+cimport cython
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -347,16 +350,19 @@ cdef object _urandom = os.urandom
 
 # The last ULID made: its millisecond and its 80-bit random part (16 high + 64 low bits).
 #
-# No lock, yet thread-safe: this module runs under the GIL (it does not declare itself
-# free-threading compatible, so a free-threaded CPython turns the GIL back on when importing
-# it), and a thread switch can only happen inside a Python-level operation: a call, an
-# allocation that runs the garbage collector, a __del__. None happens between reading these
-# three variables and writing them back below, so each read-compare-update is atomic. The one
-# Python call, os.urandom, sits between two such sections, and the second re-checks what the
-# first saw before using its result.
+# Each read-compare-update of these three variables is one critical section on _ulid_guard.
+# With the GIL (every build but a free-threaded CPython) a critical section compiles to
+# nothing: a thread switch can only happen inside a Python-level operation (a call, an
+# allocation that runs the garbage collector, a __del__), and none happens inside one, so the
+# GIL alone makes each section atomic at no cost on the hot path. On a free-threaded CPython,
+# where this module declares it needs no GIL (freethreading_compatible above), the section
+# locks _ulid_guard's mutex; it holds no Python operation either, so it never blocks or
+# suspends inside. The one Python call, os.urandom, sits between two sections, and the second
+# re-checks what the first saw before using its result.
 cdef int64_t _ulid_last_ms = -1
 cdef uint32_t _ulid_rand_high = 0
 cdef uint64_t _ulid_rand_low = 0
+cdef object _ulid_guard = object()
 
 
 cdef str _ulid_text(int64_t ms, uint32_t rand_high, uint64_t rand_low):
@@ -381,30 +387,38 @@ def new_ulid() -> str:
     cdef const unsigned char* fresh
     cdef bytes random_bytes
     cdef int i
+    cdef bint done
     while True:
         ms = omniq_now_ms()
-        # Atomic section (no Python operation until the return or the urandom call).
-        if ms <= _ulid_last_ms:
-            if _ulid_rand_high != 0xFFFF or _ulid_rand_low != 0xFFFFFFFFFFFFFFFFULL:
-                _ulid_rand_low += 1
-                if _ulid_rand_low == 0:
-                    _ulid_rand_high += 1
-                ms, rand_high, rand_low = _ulid_last_ms, _ulid_rand_high, _ulid_rand_low
-                return _ulid_text(ms, rand_high, rand_low)
-            target = _ulid_last_ms + 1
-        else:
-            target = ms
+        done = False
+        with cython.critical_section(_ulid_guard):  # no Python operation inside
+            if ms <= _ulid_last_ms:
+                if _ulid_rand_high != 0xFFFF or _ulid_rand_low != 0xFFFFFFFFFFFFFFFFULL:
+                    _ulid_rand_low += 1
+                    if _ulid_rand_low == 0:
+                        _ulid_rand_high += 1
+                    done = True
+                target = _ulid_last_ms + 1
+            else:
+                target = ms
+            ms, rand_high, rand_low = _ulid_last_ms, _ulid_rand_high, _ulid_rand_low
+        if done:
+            return _ulid_text(ms, rand_high, rand_low)
         random_bytes = _urandom(10)  # other threads may run here
         fresh = <const unsigned char*>PyBytes_AS_STRING(random_bytes)
-        # Atomic section: use the draw only if no thread has reached `target` meanwhile;
-        # otherwise go round again, which now counts up from that thread's ULID.
-        if target > _ulid_last_ms:
-            _ulid_last_ms = target
-            _ulid_rand_high = (<uint32_t>fresh[0] << 8) | fresh[1]
-            _ulid_rand_low = 0
-            for i in range(2, 10):
-                _ulid_rand_low = (_ulid_rand_low << 8) | fresh[i]
-            return _ulid_text(target, _ulid_rand_high, _ulid_rand_low)
+        # Use the draw only if no thread has reached `target` meanwhile; otherwise go round
+        # again, which now counts up from that thread's ULID.
+        with cython.critical_section(_ulid_guard):  # no Python operation inside
+            if target > _ulid_last_ms:
+                _ulid_last_ms = target
+                _ulid_rand_high = (<uint32_t>fresh[0] << 8) | fresh[1]
+                _ulid_rand_low = 0
+                for i in range(2, 10):
+                    _ulid_rand_low = (_ulid_rand_low << 8) | fresh[i]
+                rand_high, rand_low = _ulid_rand_high, _ulid_rand_low
+                done = True
+        if done:
+            return _ulid_text(target, rand_high, rand_low)
 
 
 # --------------------------------------------------------------------------- replies

@@ -5,8 +5,12 @@ from __future__ import annotations
 import enum
 import json
 import math
+import sys
+import sysconfig
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -230,6 +234,41 @@ def test_ulids_are_unique_and_monotonic(core: ModuleType) -> None:
     ids = [core.new_ulid() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
+
+
+def test_ulids_from_many_threads_are_unique_and_monotonic_per_thread(core: ModuleType) -> None:
+    # Threads switch at os.urandom, between new_ulid's two sections on the shared state (and
+    # anywhere on a free-threaded CPython): a draw taken for a millisecond another thread has
+    # reached meanwhile must be dropped, or two threads would hand out the same ULID.
+    per_thread = 5_000
+    start = threading.Barrier(8)
+
+    def make() -> list[str]:
+        start.wait()
+        return [core.new_ulid() for _ in range(per_thread)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # with the GIL: switch threads as often as it can
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            runs = list(pool.map(lambda _: make(), range(8)))
+    finally:
+        sys.setswitchinterval(interval)
+    for ids in runs:
+        assert ids == sorted(ids) and len(set(ids)) == per_thread
+    assert len({ulid for ids in runs for ulid in ids}) == 8 * per_thread
+
+
+@pytest.mark.skipif(
+    not sysconfig.get_config_var("Py_GIL_DISABLED"), reason="needs a free-threaded CPython"
+)
+def test_compiled_core_keeps_the_gil_off() -> None:
+    # A module that does not declare itself free-threading compatible turns the GIL back on
+    # for the whole process when imported; the compiled core declares it (its lock-free
+    # state is behind critical sections).
+    from omniq_fast import _core  # noqa: F401
+
+    assert not sys._is_gil_enabled()  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- replies
