@@ -5,7 +5,8 @@ Opt-in, in the way the ``opentelemetry-instrumentation-*`` packages work::
     from omniq_fast import tracing
     tracing.instrument()                 # or instrument(tracer_provider=..., propagate=True)
 
-From then on every ``publish`` / ``publish_json`` (also ``ctx.exec.publish`` in a handler)
+From then on, on :class:`~omniq_fast.Client` and :class:`~omniq_fast.AsyncClient` alike,
+every ``publish`` / ``publish_json`` (also ``ctx.exec.publish`` in a handler)
 runs in a PRODUCER span ``send <queue>``; every ``publish_many`` / ``publish_many_queues``
 call in one PRODUCER span for the whole batch; and every handler run of a consumer made
 after ``instrument()`` in a CONSUMER span ``process <queue>``, which is the current span
@@ -34,12 +35,15 @@ producers and consumers alike; a consumer without it leaves ``"_otel"`` in the p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional
 
 from ._version import __version__
+from .aio.client import AsyncClient
+from .aio.consumer import AsyncConsumer
 from .client import Client
 from .consumer import Consumer
 from ._context import JobCtx
@@ -92,6 +96,13 @@ def instrument(
     _patch(Client, "publish_json", Client.publish)
     _patch(Client, "publish_many_queues", _traced_publish_many(Client.publish_many_queues))
     _patch(Consumer, "__init__", _traced_consumer_init(Consumer.__init__))
+    _patch(AsyncClient, "publish", _traced_publish_async(AsyncClient.publish))
+    _patch(AsyncClient, "publish_json", AsyncClient.publish)
+    _patch(
+        AsyncClient, "publish_many_queues",
+        _traced_publish_many_async(AsyncClient.publish_many_queues),
+    )  # fmt: skip
+    _patch(AsyncConsumer, "__init__", _traced_consumer_init(AsyncConsumer.__init__))
 
 
 def uninstrument() -> None:
@@ -141,16 +152,21 @@ def _with_carrier(payload: Any, carrier: Mapping[str, str]) -> Any:
     return payload
 
 
+def _send_span(settings: _Settings, queue: str) -> Any:
+    """Start ``send <queue>`` for one job as the current span (a context manager)."""
+    return settings.tracer.start_as_current_span(
+        f"send {queue}", kind=trace.SpanKind.PRODUCER,
+        attributes=_base_attributes(queue, "send", "publish"),
+    )  # fmt: skip
+
+
 def _traced_publish(publish: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(publish)
     def traced(self: Client, queue: str, payload: Any, **options: Any) -> str:
         settings = _settings
         if settings is None:
             return publish(self, queue, payload, **options)
-        with settings.tracer.start_as_current_span(
-            f"send {queue}", kind=trace.SpanKind.PRODUCER,
-            attributes=_base_attributes(queue, "send", "publish"),
-        ) as span:  # fmt: skip
+        with _send_span(settings, queue) as span:
             if settings.propagate:
                 payload = _with_carrier(payload, _carrier())
             job_id = publish(self, queue, payload, **options)
@@ -160,12 +176,68 @@ def _traced_publish(publish: Callable[..., str]) -> Callable[..., str]:
     return traced
 
 
+def _traced_publish_async(publish: Callable[..., Awaitable[str]]) -> Callable[..., Any]:
+    """:func:`_traced_publish` for ``AsyncClient.publish``: the span is the current one in
+    the awaiting task only (the OpenTelemetry context is a context variable)."""
+
+    @functools.wraps(publish)
+    async def traced(self: Any, queue: str, payload: Any, **options: Any) -> str:
+        settings = _settings
+        if settings is None:
+            return await publish(self, queue, payload, **options)
+        with _send_span(settings, queue) as span:
+            if settings.propagate:
+                payload = _with_carrier(payload, _carrier())
+            job_id = await publish(self, queue, payload, **options)
+            span.set_attribute("messaging.message.id", job_id)
+            return job_id
+
+    return traced
+
+
+class _Batch:
+    """One ``publish_many_queues`` call inside its span: the jobs to send (with the trace
+    context when propagating), and the count to record once they are written."""
+
+    __slots__ = ("span", "jobs_by_queue")
+
+    def __init__(self, span: trace.Span, jobs_by_queue: Mapping[str, Iterable[Any]]) -> None:
+        self.span, self.jobs_by_queue = span, jobs_by_queue
+
+    def written(self, written: dict[str, list[str]]) -> dict[str, list[str]]:
+        self.span.set_attribute(
+            "messaging.batch.message_count", sum(len(ids) for ids in written.values())
+        )
+        return written
+
+
+@contextlib.contextmanager
+def _batch_span(
+    settings: _Settings, jobs_by_queue: Mapping[str, Iterable[Any]]
+) -> Iterator[_Batch]:
+    """The one span of a ``publish_many_queues`` call (``publish_many`` calls it): ``send
+    <queue>`` for one queue, ``send`` without a destination for several. Both shells'
+    wrappers use it; they only differ in awaiting the call."""
+    queues = list(jobs_by_queue)
+    one = queues[0] if len(queues) == 1 else None
+    attributes = _base_attributes(one or "", "send", "publish_many")
+    if one is None:
+        del attributes["messaging.destination.name"]
+    with settings.tracer.start_as_current_span(
+        f"send {one}" if one is not None else "send", kind=trace.SpanKind.PRODUCER,
+        attributes=attributes,
+    ) as span:  # fmt: skip
+        if settings.propagate:
+            carrier = _carrier()
+            jobs_by_queue = {
+                queue: _each_with_carrier(jobs, carrier) for queue, jobs in jobs_by_queue.items()
+            }
+        yield _Batch(span, jobs_by_queue)
+
+
 def _traced_publish_many(
     publish_many_queues: Callable[..., dict[str, list[str]]],
 ) -> Callable[..., dict[str, list[str]]]:
-    """One span per call (``publish_many`` calls ``publish_many_queues``): ``send
-    <queue>`` for one queue, ``send`` without a destination for several."""
-
     @functools.wraps(publish_many_queues)
     def traced(
         self: Client, jobs_by_queue: Mapping[str, Iterable[Any]], **options: Any
@@ -173,26 +245,24 @@ def _traced_publish_many(
         settings = _settings
         if settings is None:
             return publish_many_queues(self, jobs_by_queue, **options)
-        queues = list(jobs_by_queue)
-        one = queues[0] if len(queues) == 1 else None
-        attributes = _base_attributes(one or "", "send", "publish_many")
-        if one is None:
-            del attributes["messaging.destination.name"]
-        with settings.tracer.start_as_current_span(
-            f"send {one}" if one is not None else "send", kind=trace.SpanKind.PRODUCER,
-            attributes=attributes,
-        ) as span:  # fmt: skip
-            if settings.propagate:
-                carrier = _carrier()
-                jobs_by_queue = {
-                    queue: _each_with_carrier(jobs, carrier)
-                    for queue, jobs in jobs_by_queue.items()
-                }
-            written = publish_many_queues(self, jobs_by_queue, **options)
-            span.set_attribute(
-                "messaging.batch.message_count", sum(len(ids) for ids in written.values())
-            )
-            return written
+        with _batch_span(settings, jobs_by_queue) as batch:
+            return batch.written(publish_many_queues(self, batch.jobs_by_queue, **options))
+
+    return traced
+
+
+def _traced_publish_many_async(
+    publish_many_queues: Callable[..., Awaitable[dict[str, list[str]]]],
+) -> Callable[..., Any]:
+    @functools.wraps(publish_many_queues)
+    async def traced(
+        self: Any, jobs_by_queue: Mapping[str, Iterable[Any]], **options: Any
+    ) -> dict[str, list[str]]:
+        settings = _settings
+        if settings is None:
+            return await publish_many_queues(self, jobs_by_queue, **options)
+        with _batch_span(settings, jobs_by_queue) as batch:
+            return batch.written(await publish_many_queues(self, batch.jobs_by_queue, **options))
 
     return traced
 
@@ -206,8 +276,11 @@ def _each_with_carrier(jobs: Iterable[Any], carrier: Mapping[str, str]) -> Itera
 
 
 def _traced_consumer_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Either shell's consumer ``__init__``, its handler traced (the multi-queue consumers
+    make one of these per queue, so they are traced too)."""
+
     @functools.wraps(init)
-    def traced(self: Consumer, client: Client, queue: str, handler: Any, **options: Any) -> None:
+    def traced(self: Any, client: Any, queue: str, handler: Any, **options: Any) -> None:
         init(self, client, queue, _traced_handler(handler), **options)
 
     return traced

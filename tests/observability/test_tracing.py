@@ -16,14 +16,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from omniq_fast import Client, Consumer, Job, JobCtx, tracing
+from omniq_fast import AsyncClient, AsyncConsumer, Client, Consumer, Job, JobCtx, tracing
 from support import job_hash, wait_until
 from test_consumer import FAST, running
 
 
 @pytest.fixture
-def client(redis_url: str, core: ModuleType) -> Iterator[Client]:
-    with Client(redis_url, _core=core) as c:
+def client(redis_url: str, core: ModuleType, shell: Any) -> Iterator[Client]:
+    with shell(redis_url, _core=core) as c:
         yield c
 
 
@@ -209,33 +209,81 @@ def test_a_handler_publishing_makes_a_child_producer_span_and_grouped_jobs_say_s
         assert child.parent.span_id == parent.get_span_context().span_id  # type: ignore[union-attr]
 
 
+def _patched() -> tuple[Any, ...]:
+    return (
+        Client.publish, Client.publish_json, Client.publish_many_queues, Consumer.__init__,
+        AsyncClient.publish, AsyncClient.publish_json, AsyncClient.publish_many_queues,
+        AsyncConsumer.__init__,
+    )  # fmt: skip
+
+
 def test_uninstrument_puts_the_methods_back(
     client: Client, qname: str, spans: InMemorySpanExporter
 ) -> None:
-    originals = (
-        Client.publish, Client.publish_json, Client.publish_many_queues, Consumer.__init__
-    )
+    originals = _patched()
     tracing.instrument(tracer_provider=_provider(spans), propagate=True)
-    assert tracing.is_instrumented() and Client.publish is not originals[0]
+    assert tracing.is_instrumented()
+    assert all(now is not before for now, before in zip(_patched(), originals))
     tracing.instrument(tracer_provider=_provider(spans))  # again: settings only
     assert Client.publish.__wrapped__ is originals[0]  # type: ignore[attr-defined]
+    assert AsyncClient.publish.__wrapped__ is originals[4]  # type: ignore[attr-defined]
     tracing.uninstrument()
-    assert (
-        Client.publish, Client.publish_json, Client.publish_many_queues, Consumer.__init__
-    ) == originals
+    assert _patched() == originals
     client.publish(qname, {"x": 1})
     client.publish_many(qname, [{"x": 2}])
     assert spans.get_finished_spans() == ()
 
 
 def test_a_consumer_run_inside_a_span_still_makes_root_spans(
-    client: Client, qname: str, spans: InMemorySpanExporter
+    redis_url: str, core: ModuleType, qname: str, spans: InMemorySpanExporter
 ) -> None:
     provider = _provider(spans)
     tracing.instrument(tracer_provider=provider)
-    client.publish(qname, {"x": 1})
-    with provider.get_tracer("test").start_as_current_span("ambient"):
-        # Inline: the handler runs on this very thread, inside "ambient".
-        Consumer(client, qname, lambda ctx: None, max_jobs=1, stop_on_ctrl_c=False, **FAST).run()
+    with Client(redis_url, _core=core) as client:
+        client.publish(qname, {"x": 1})
+        with provider.get_tracer("test").start_as_current_span("ambient"):
+            # Inline: the handler runs on this very thread, inside "ambient".
+            Consumer(client, qname, lambda ctx: None, max_jobs=1, stop_on_ctrl_c=False,
+                     **FAST).run()  # fmt: skip
     (process,) = named(spans, f"process {qname}")
     assert process.parent is None
+
+
+def test_async_publishes_in_one_loop_turn_get_a_span_each_and_their_jobs_nest_under_them(
+    redis_url: str, core: ModuleType, qname: str, spans: InMemorySpanExporter
+) -> None:
+    """The asyncio way: many tasks publish at once (one coalesced script call), each in
+    its own ``send`` span, each job's carrier naming its own span; an ``async def``
+    handler on the AsyncConsumer runs in a ``process`` span that is its child, inside an
+    ambient span of the task that runs the consumer (which is not the parent)."""
+    provider = _provider(spans)
+    tracing.instrument(tracer_provider=provider, propagate=True)
+    tracer = provider.get_tracer("test")
+    seen: list[Any] = []
+
+    async def handler(ctx: Any) -> None:
+        await asyncio.sleep(0)
+        with tracer.start_as_current_span("work"):
+            seen.append(ctx.payload)
+
+    async def main() -> list[str]:
+        async with AsyncClient(redis_url, _core=core) as client:
+            ids = await asyncio.gather(*(client.publish(qname, {"i": i}) for i in range(20)))
+            with tracer.start_as_current_span("ambient"):
+                await AsyncConsumer(client, qname, handler, max_jobs=20, concurrency=4,
+                                    stop_on_ctrl_c=False, **FAST).run()  # fmt: skip
+            return list(ids)
+
+    ids = asyncio.run(main())
+    assert sorted(p["i"] for p in seen) == list(range(20))  # the carrier was taken out
+    sends = {s.attributes["messaging.message.id"]: s  # type: ignore[index]
+             for s in named(spans, f"send {qname}")}  # fmt: skip
+    assert set(sends) == set(ids)
+    processes = named(spans, f"process {qname}")
+    works = {w.parent.span_id: w for w in named(spans, "work")}  # type: ignore[union-attr]
+    assert len(processes) == len(works) == 20
+    for process in processes:
+        send = sends[process.attributes["messaging.message.id"]]  # type: ignore[index]
+        assert process.parent is not None
+        assert process.parent.span_id == send.get_span_context().span_id  # type: ignore[union-attr]
+        assert process.get_span_context().span_id in works  # type: ignore[union-attr]
