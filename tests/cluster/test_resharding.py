@@ -8,7 +8,8 @@ queues spread over the 3 masters of the session cluster:
 * jobs of three kinds: ``ok``; ``once``, which fails its first attempt and is retried
   after a 5 ms backoff; ``always``, which fails both of its 2 attempts and ends ``failed``;
   a quarter of them grouped (``gid``, ``group_limit=2``);
-* one :class:`~omniq_fast.MultiConsumer` over the 20 queues, 2 handlers per queue;
+* one :class:`~omniq_fast.MultiConsumer` (an :class:`~omniq_fast.AsyncMultiConsumer` on the
+  async shell; the test runs on both) over the 20 queues, 2 handlers per queue;
 
 and meanwhile moves the slots of 5 of the queues, 3 times each, every time to a master
 other than the current one (15 migrations, ``migrate_slot`` with 40 keys per MIGRATE so a
@@ -62,10 +63,10 @@ from omniq_fast import (
     ClusterUnavailable,
     Job,
     JobCtx,
-    MultiConsumer,
     PublishManyError,
     ReservedJob,
 )
+from shells import consumer_of
 from support import delete_prefixed, wait_until
 
 QUEUES = 20
@@ -469,6 +470,7 @@ def test_resharding_under_load_loses_and_repeats_nothing(
     names: Callable[[Any], str],
     resharder: Resharder,
     cleanup: ExitStack,
+    shell: Any,
 ) -> None:
     began = time.monotonic()
     masters = cluster.masters()
@@ -476,8 +478,8 @@ def test_resharding_under_load_loses_and_repeats_nothing(
     movers = queues[:MOVERS]  # on masters 0, 1, 2, 0, 1
     ledger = Ledger()
     stop = threading.Event()
-    client = Client(cluster.url)
-    consumer = MultiConsumer(client, queues, handler_for(ledger), **CONSUMER_OPTIONS)
+    client = shell(cluster.url)
+    consumer = consumer_of(client, queues, handler_for(ledger), **CONSUMER_OPTIONS)
     consumed: list[Any] = []
 
     def consume() -> None:
