@@ -446,7 +446,7 @@ class Transport:
         count = len(calls) + len(extra)
         what = "+".join(script.name for script, _ in calls)
         replies = self.roundtrip(data, count, what)
-        self._resend_noscript(calls, replies, what)
+        self._resend_noscript(calls, replies, what, extra)
         return replies
 
     def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
@@ -459,17 +459,22 @@ class Transport:
         else:
             replies = self.roundtrip(data, 1, script.name)
         if isinstance(replies[0], ReplyError):  # perhaps NOSCRIPT: the general path decides
-            self._resend_noscript(((script, data),), replies, script.name)
+            wakes = (extra,) if extra else ()
+            self._resend_noscript(((script, data),), replies, script.name, wakes)
         return replies[0]
 
     def _resend_noscript(
-        self, calls: Sequence[tuple[Script, bytes]], replies: list[Any], what: str
+        self,
+        calls: Sequence[tuple[Script, bytes]],
+        replies: list[Any],
+        what: str,
+        wakes: Sequence[bytes] = (),
     ) -> None:
         """Calls that answered NOSCRIPT changed nothing: load their scripts and send them
-        again, in order, in one more round trip (a bounded number of times); their new
-        replies replace the NOSCRIPT ones in ``replies``."""
+        again, in order, then ``wakes`` again, in one more round trip (a bounded number of
+        times); their new replies replace the NOSCRIPT ones in ``replies``."""
         for _ in range(MAX_NOSCRIPT_RETRIES):
-            again = resend(self._core, calls, replies)
+            again = resend(self._core, calls, replies, wakes)
             if again is None:
                 break
             again.merge(replies, self.roundtrip(again.data, again.count, what))

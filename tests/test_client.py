@@ -164,6 +164,30 @@ def test_noscript_recovery(client: Client, qname: str) -> None:
     assert client.redis.llen(f"{{{qname}}}:wait") == 1
 
 
+def test_after_noscript_the_wake_message_goes_again_after_the_rerun(
+    client: Client, r: redis.Redis, qname: str
+) -> None:
+    """A publish whose EVALSHA answered NOSCRIPT sent its wake message when the job was not
+    there yet: a consumer it woke found the queue empty. The wake goes again after the
+    re-run (else a consumer without key tracking waits for its poll)."""
+    sub = r.pubsub()
+    sub.subscribe(f"{{{qname}}}:wake")
+    try:
+        assert sub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        client.publish(qname, {"n": 1})  # the script is loaded now (it may not have been)
+        while sub.get_message(timeout=0.3) is not None:
+            pass
+        client.redis.script_flush()
+        client.publish(qname, {"n": 2})  # NOSCRIPT, load, run again
+        got = []
+        while (message := sub.get_message(timeout=0.5)) is not None:
+            got.append(message["data"])
+        assert got == [b"1", b"1"]  # the one before the run, and the one after it
+        assert r.llen(f"{{{qname}}}:wait") == 2
+    finally:
+        sub.close()
+
+
 def test_existing_redis_with_decoded_responses(redis_url: str, qname: str, shell: Any) -> None:
     # On the async shell the client is given a redis.asyncio twin with the same settings.
     decoded = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -290,7 +290,7 @@ class AsyncEngine:
             replies = await sent
         except NotSent:  # nothing of it reached the server: a fresh connection takes it
             return await self.run_many(anchor, calls, extra)
-        return await self._noscript_again(self.connection, calls, replies, what)
+        return await self._noscript_again(self.connection, calls, replies, what, extra)
 
     async def _read(self, data: bytes, what: str, resend_safe: bool) -> Any:
         """A plain command; a read is sent again once when its reply was lost."""
@@ -315,15 +315,20 @@ class AsyncEngine:
         ran) gets the script loaded and its call sent again."""
         data, count, what = _joined(calls, extra)
         replies = await conn.request(data, count, what)
-        return await self._noscript_again(conn, calls, replies, what)
+        return await self._noscript_again(conn, calls, replies, what, extra)
 
     async def _noscript_again(
-        self, conn: Connection, calls: Sequence[tuple[Script, bytes]], replies: list[Any], what: str
+        self,
+        conn: Connection,
+        calls: Sequence[tuple[Script, bytes]],
+        replies: list[Any],
+        what: str,
+        wakes: Sequence[bytes] = (),
     ) -> list[Any]:
         """The calls that answered NOSCRIPT (nothing ran) sent again on ``conn`` after
-        SCRIPT LOAD."""
+        SCRIPT LOAD, then ``wakes`` again."""
         for _ in range(MAX_NOSCRIPT_RETRIES):
-            again = resend(self.core, calls, replies)
+            again = resend(self.core, calls, replies, wakes)
             if again is None:
                 break
             again.merge(replies, await conn.request(again.data, again.count, what))
