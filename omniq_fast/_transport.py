@@ -40,7 +40,7 @@ from ._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from ._protocol.noscript import is_noscript as _is_noscript
 from ._scripts import Script
 
-__all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_MAX"]
+__all__ = ["Transport", "Batch", "Pending", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_MAX"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -178,6 +178,11 @@ class _Wire:
         except (OSError, ValueError):
             return True
 
+    def replied(self) -> bool:
+        """Whether bytes (or the end of the stream) wait to be read: on a wire with
+        replies due, the same peek as :meth:`closed_by_peer` says they have begun to come."""
+        return self.closed_by_peer()
+
     def read(self, count: int) -> list[Any]:
         parser, recv = self.parser, self.sock.recv
         replies: list[Any] = []
@@ -201,6 +206,49 @@ def _give_back(pool: Any, idle: list[_Wire]) -> None:
             break
         except Exception:  # the pool is gone or closed: nothing is left to give back to
             pass
+
+
+class Pending:
+    """Script calls written and not read yet (:meth:`Transport.send_many`): the caller does
+    other work meanwhile, then reads. It holds its connection until :meth:`result` or
+    :meth:`abandon`, so other callers' replies never cross with its own."""
+
+    __slots__ = ("_transport", "_wire", "_calls", "_what")
+
+    def __init__(
+        self, transport: "Transport", wire: _Wire, calls: Sequence[tuple[Script, bytes]], what: str
+    ) -> None:
+        self._transport, self._calls, self._what = transport, calls, what
+        self._wire: Optional[_Wire] = wire
+
+    def answered(self) -> bool:
+        """Whether the replies have begun to arrive (:meth:`result` will not wait for the
+        server): a peek, no read."""
+        wire = self._wire
+        return wire is None or wire.replied()
+
+    def result(self) -> list[Any]:
+        """Every reply, in order, error replies as values (NOSCRIPT ones re-run, as
+        :meth:`Transport.run_many` does); :class:`ConnectionLost` as for a round trip."""
+        wire, self._wire = self._wire, None
+        assert wire is not None, "result() read twice"
+        transport, calls = self._transport, self._calls
+        healthy = False
+        try:
+            replies = wire.read(len(calls))
+            healthy = True
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            raise lost(self._what, exc) from exc
+        finally:
+            transport._checkin(wire, healthy)
+        transport._resend_noscript(calls, replies, self._what)
+        return replies
+
+    def abandon(self) -> None:
+        """Never read the replies: the connection is closed (its state is unknown)."""
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            self._transport._checkin(wire, False)
 
 
 #: Every live transport, so that a forked child forgets their kept connections.
@@ -448,6 +496,22 @@ class Transport:
         replies = self.roundtrip(data, count, what)
         self._resend_noscript(calls, replies, what, extra)
         return replies
+
+    def send_many(self, calls: Sequence[tuple[Script, bytes]]) -> Pending:
+        """Several encoded EVALSHAs in one write, their replies read later from what this
+        returns (:meth:`run_many` in two halves). A failed write raises
+        :class:`ConnectionLost` (part of it may have reached the server)."""
+        what = "+".join(script.name for script, _ in calls)
+        wire = self._checkout()
+        try:
+            wire.send(b"".join(call for _, call in calls))
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            self._checkin(wire, False)
+            raise lost(what, exc) from exc
+        except BaseException:
+            self._checkin(wire, False)
+            raise
+        return Pending(self, wire, calls, what)
 
     def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
         """One encoded EVALSHA, and ``extra`` (one encoded command, e.g. a PUBLISH, or

@@ -143,6 +143,9 @@ class Dispatcher:
         self._isolated: Optional[JobCtx] = None
         self._cautious = False  # reserve one job at a time after running one in isolation
         self._took: dict[str, float] = {}  # handler seconds until the ack line (verbose)
+        # The trip planned and not yet answered (replied or lost): one at a time, so a
+        # shell may run ready jobs while it is on the wire (the overlapped consumer).
+        self.in_flight: Optional[Trip] = None
 
     # ------------------------------------------------------------------ effects
 
@@ -227,6 +230,8 @@ class Dispatcher:
     def should_stop(self) -> bool:
         """``max_jobs`` reached with every ack answered, or (``burst``) a reserve sent
         while nothing ran had nothing to hand out."""
+        if self.in_flight is not None:
+            return False  # its acks are not answered yet, its reserve may bring jobs
         if (
             self.max_jobs is not None
             and self.taken >= self.max_jobs
@@ -241,7 +246,10 @@ class Dispatcher:
     def plan(self, now: float, now_ms: int, stopping: bool) -> Optional[Trip]:
         """The round trip to make now, if any: promote and reap when due, acks when a
         reserve goes out or they waited ``ack_delay_s``, a reserve when there is room.
-        Nothing goes out while backing off after a failure."""
+        Nothing goes out while backing off after a failure, nor while the last trip is
+        still unanswered (the next one is planned from its replies)."""
+        if self.in_flight is not None:
+            return None
         timers = self.timers
         holding = self.running > 0 or bool(self.ready) or bool(self._acks_ok or self._acks_fail)
         kinds = [] if stopping else timers.due(now, holding)
@@ -277,12 +285,14 @@ class Dispatcher:
             s = script("next_due")
             trip.calls.append((s, calls.evalsha(self._core, s, self._anchor)))
             trip.steps.append(("next_due", now_ms))
+        self.in_flight = trip
         return trip
 
     def ack_trip(self, now_ms: int) -> Trip:
         """A round trip of the pending acks alone (the last ones, at stop)."""
         trip = Trip(self._anchor, [], [])
         self._add_acks(trip, now_ms)
+        self.in_flight = trip
         return trip
 
     def _add_acks(self, trip: Trip, now_ms: int) -> None:
@@ -387,6 +397,7 @@ class Dispatcher:
         landed, and the job is not left to run again when its lease expires. A reserve
         that may have run is not repeated; jobs it may have leased come back when their
         leases expire."""
+        self.in_flight = None
         self._requeue_acks(trip.steps, now)
         if any(kind == "next_due" for kind, _ in trip.steps):
             self.timers.lost()
@@ -394,6 +405,7 @@ class Dispatcher:
 
     def replied(self, trip: Trip, replies: list[Any], now: float) -> None:
         """Read the replies of ``trip``, in order (error replies as exception values)."""
+        self.in_flight = None
         trouble: Optional[BaseException] = None
         for (kind, arg), reply in zip(trip.steps, replies):
             is_ack = kind in ("ack_ok", "ack_fail")
