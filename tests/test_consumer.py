@@ -528,6 +528,29 @@ def test_max_jobs(client: Client, r: redis.Redis, qname: str) -> None:
     assert [state_of(r, qname, i) for i in ids] == ["completed", "completed", "wait", "wait"]
 
 
+def test_burst_ends_once_the_queue_is_drained(client: Client, r: redis.Redis, qname: str) -> None:
+    """``burst`` stops at the first reserve made with nothing in hand that finds the queue
+    empty. With key tracking armed an idle consumer reserves only when told of a write
+    (or at its rare safety-net poll): a burst consumer must not wait for either to end."""
+    client.publish(qname, {"slow": True})
+    client.publish_many(qname, [{"n": i} for i in range(300)])
+
+    def handler(ctx: JobCtx) -> None:
+        if ctx.payload.get("slow"):
+            time.sleep(0.3)  # key tracking is armed meanwhile
+
+    started = time.monotonic()
+    run = Running(consumer_of(client, qname, handler, burst=True,
+                              **{**FAST, "poll_interval_s": 5.0}))  # fmt: skip
+    try:
+        stats = run.join()  # returns by itself
+    finally:
+        run.stop()
+    assert stats == ConsumerStats(handled=301, succeeded=301)
+    assert time.monotonic() - started < 2.0  # not the 5 s poll
+    assert r.llen(f"{{{qname}}}:wait") == 0
+
+
 def test_consume_function_and_client_method(client: Client, r: redis.Redis, qname: str) -> None:
     from omniq_fast import consume
 

@@ -340,9 +340,12 @@ class Dispatcher:
             # again only after a poll interval or a wake message, not after every job.
             if not self.woken and now - self._dry_since < self.timers.poll_gap(False):
                 return 0
-        if idle_worker and self.timers.tracking and self._quiet_since is not None:
+        if idle_worker and self.timers.tracking and self._quiet_since is not None and (
+            not self.burst
+        ):
             # Told of every write that makes a job reservable: an idle consumer reserves
-            # when woken, and polls only as a safety net.
+            # when woken, and polls only as a safety net. Not a burst consumer: the
+            # reserve that finds nothing with nothing in hand is the one that ends it.
             if not self.woken and now - self._quiet_since < self.timers.poll_gap(
                 self._quiet_paused
             ):
