@@ -239,15 +239,19 @@ class Engine:
         return self.at(anchor).run_many(calls, extra)
 
     def send_many(
-        self, anchor: str, calls: Sequence[tuple[Script, bytes]]
+        self,
+        anchor: str,
+        calls: Sequence[tuple[Script, bytes]],
+        after: Union[Pending, Answered, None] = None,
     ) -> Union[Pending, Answered]:
         """:meth:`run_many` in two halves: the calls written now, their replies read from
         what this returns (``.answered()`` peeks, ``.result()`` reads, as run_many would
-        return or raise). On a single server known to be one the calls stay on the wire
-        while the caller works; in cluster mode (redirects, retries) or before the first
-        call has told which, they are answered here, as run_many."""
+        return or raise), after those of ``after`` (calls sent before, not read yet). On
+        a single server known to be one the calls stay on the wire while the caller
+        works; in cluster mode (redirects, retries) or before the first call has told
+        which, they are answered here, as run_many."""
         transport = self.transport
         if transport is not None and self._cluster is False:
-            return transport.send_many(calls)
+            return transport.send_many(calls, after if isinstance(after, Pending) else None)
         return Answered(self.run_many(anchor, calls))
 

@@ -208,47 +208,71 @@ def _give_back(pool: Any, idle: list[_Wire]) -> None:
             pass
 
 
+class _Line:
+    """A wire held for calls written ahead of their reads (:class:`Pending`), read in the
+    order written; given back once the last is read, closed if any read fails."""
+
+    __slots__ = ("transport", "wire", "unread")
+
+    def __init__(self, transport: "Transport", wire: _Wire) -> None:
+        self.transport = transport
+        self.wire: Optional[_Wire] = wire
+        self.unread: deque[Pending] = deque()
+
+    def close(self) -> None:
+        wire, self.wire = self.wire, None
+        if wire is not None:
+            self.transport._checkin(wire, False)
+
+
 class Pending:
     """Script calls written and not read yet (:meth:`Transport.send_many`): the caller does
-    other work meanwhile, then reads. It holds its connection until :meth:`result` or
-    :meth:`abandon`, so other callers' replies never cross with its own."""
+    other work meanwhile, then reads. Its connection is held until read (or abandoned), so
+    no other caller's replies cross with its own; calls written after it on the same
+    connection (``after=``) are read after it."""
 
-    __slots__ = ("_transport", "_wire", "_calls", "_what")
+    __slots__ = ("_line", "_calls", "_what")
 
-    def __init__(
-        self, transport: "Transport", wire: _Wire, calls: Sequence[tuple[Script, bytes]], what: str
-    ) -> None:
-        self._transport, self._calls, self._what = transport, calls, what
-        self._wire: Optional[_Wire] = wire
+    def __init__(self, line: _Line, calls: Sequence[tuple[Script, bytes]], what: str) -> None:
+        self._line, self._calls, self._what = line, calls, what
 
     def answered(self) -> bool:
-        """Whether the replies have begun to arrive (:meth:`result` will not wait for the
-        server): a peek, no read."""
-        wire = self._wire
-        return wire is None or wire.replied()
+        """Whether :meth:`result` would not wait for the server: a peek, no read."""
+        line = self._line
+        if line.wire is None:
+            return True  # the connection failed: result() raises at once
+        return line.unread[0] is self and line.wire.replied()
 
     def result(self) -> list[Any]:
         """Every reply, in order, error replies as values (NOSCRIPT ones re-run, as
-        :meth:`Transport.run_many` does); :class:`ConnectionLost` as for a round trip."""
-        wire, self._wire = self._wire, None
-        assert wire is not None, "result() read twice"
-        transport, calls = self._transport, self._calls
-        healthy = False
+        :meth:`Transport.run_many` does); :class:`ConnectionLost` as for a round trip,
+        also when the connection failed under calls written before these."""
+        line = self._line
+        assert line.unread and line.unread[0] is self, "read in the order written"
+        line.unread.popleft()
+        wire, transport, calls = line.wire, line.transport, self._calls
+        if wire is None:
+            raise lost(self._what, ConnectionError("the connection failed under earlier calls"))
         try:
             replies = wire.read(len(calls))
-            healthy = True
         except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            line.close()
             raise lost(self._what, exc) from exc
-        finally:
-            transport._checkin(wire, healthy)
+        except BaseException:
+            line.close()
+            raise
+        if not line.unread:
+            line.wire = None
+            transport._checkin(wire, True)
         transport._resend_noscript(calls, replies, self._what)
         return replies
 
     def abandon(self) -> None:
         """Never read the replies: the connection is closed (its state is unknown)."""
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            self._transport._checkin(wire, False)
+        line = self._line
+        if self in line.unread:
+            line.unread.remove(self)
+        line.close()
 
 
 #: Every live transport, so that a forked child forgets their kept connections.
@@ -497,21 +521,31 @@ class Transport:
         self._resend_noscript(calls, replies, what, extra)
         return replies
 
-    def send_many(self, calls: Sequence[tuple[Script, bytes]]) -> Pending:
+    def send_many(
+        self, calls: Sequence[tuple[Script, bytes]], after: Optional[Pending] = None
+    ) -> Pending:
         """Several encoded EVALSHAs in one write, their replies read later from what this
-        returns (:meth:`run_many` in two halves). A failed write raises
+        returns (:meth:`run_many` in two halves); ``after``: on the connection of calls
+        written before and not read yet, to be read after them. A failed write raises
         :class:`ConnectionLost` (part of it may have reached the server)."""
         what = "+".join(script.name for script, _ in calls)
-        wire = self._checkout()
+        if after is not None and after._line.wire is not None:
+            line = after._line
+        else:
+            line = _Line(self, self._checkout())
+        wire = line.wire
+        assert wire is not None
         try:
             wire.send(b"".join(call for _, call in calls))
         except (*_NETWORK_ERRORS, ProtocolError) as exc:
-            self._checkin(wire, False)
+            line.close()
             raise lost(what, exc) from exc
         except BaseException:
-            self._checkin(wire, False)
+            line.close()
             raise
-        return Pending(self, wire, calls, what)
+        pending = Pending(line, calls, what)
+        line.unread.append(pending)
+        return pending
 
     def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
         """One encoded EVALSHA, and ``extra`` (one encoded command, e.g. a PUBLISH, or

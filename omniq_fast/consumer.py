@@ -271,31 +271,32 @@ class Consumer(StopOnSignals):
     def _loop(self, workers: Optional[Workers]) -> None:
         dispatch = self._dispatch
         # Inline handlers (concurrency 1) would leave the server idle while they run and
-        # themselves idle while the server answers: so a trip planned while jobs are in
-        # hand goes out, and they run, while it is on the wire; its replies are read once
-        # they have begun to come, or when there is nothing else to do. Worker threads
-        # overlap by themselves (they run while the dispatcher waits on a round trip).
-        overlap = workers is None
-        sent: Optional[Sent] = None
+        # themselves idle while the server answers: so while jobs are in hand, trips go
+        # out ahead (up to AHEAD unanswered, in order on one connection) and the jobs run
+        # while they are on the wire; replies are read once they have begun to come, or
+        # when there is nothing else to do. Worker threads overlap by themselves (they
+        # run while the dispatcher waits on a round trip).
+        ahead = workers is None
+        sent: deque[Sent] = deque()
         try:
             while True:
                 self._event.clear()
                 self._collect()
                 stopping = self._stop.is_set()
-                if sent is not None and (stopping or sent.answered()):
-                    self._receive(sent)
-                    sent = None
+                while sent and (stopping or sent[0].answered()):
+                    self._receive(sent.popleft())
                 if stopping:
                     self._closing = True
-                    if dispatch.running == 0 and sent is None:
+                    if dispatch.running == 0 and not sent:
                         return
                 now = time.monotonic()
-                trip = dispatch.plan(now, now_ms(), stopping)
+                trip = dispatch.plan(now, now_ms(), stopping, ahead)
                 if trip is not None:
-                    if overlap and dispatch.ready and not stopping:
-                        sent = self._send(trip)
+                    out = self._send(trip, sent[-1] if sent else None)
+                    if ahead and dispatch.ready and not stopping:
+                        sent.append(out)  # read later, in order
                     else:
-                        self._receive(self._send(trip))
+                        self._receive(out)  # nothing to run meanwhile (none on the wire)
                 if dispatch.should_stop():
                     self.stop()
                     continue
@@ -305,20 +306,21 @@ class Consumer(StopOnSignals):
                 elif (ctx := dispatch.next_job(stopping)) is not None:
                     self._run_inline(ctx)
                     continue
-                if sent is not None:  # nothing to run until its replies are in
-                    self._receive(sent)
-                    sent = None
+                if sent:  # nothing to run until the oldest trip's replies are in
+                    self._receive(sent.popleft())
                     continue
                 self._event.wait(dispatch.wait_time(now, stopping), self._listener)
         finally:
-            if sent is not None:
-                sent.abandon()  # leaving at once (Ctrl+C): its outcome stays unknown
+            for out in sent:
+                out.abandon()  # leaving at once (Ctrl+C): their outcome stays unknown
 
-    def _send(self, trip: Trip) -> "Sent":
-        """Write the trip's calls; their replies are read by :meth:`_receive`."""
+    def _send(self, trip: Trip, after: Optional["Sent"] = None) -> "Sent":
+        """Write the trip's calls (after ``after``'s, on its connection); their replies
+        are read by :meth:`_receive`."""
         self._apply(self._dispatch.take_effects())  # hold the beats of the acks going out
+        before = None if after is None or isinstance(after.wire, BaseException) else after.wire
         try:
-            return Sent(trip, self._engine.send_many(trip.anchor, trip.calls))
+            return Sent(trip, self._engine.send_many(trip.anchor, trip.calls, before))
         except TRANSIENT_ERRORS as exc:
             return Sent(trip, exc)
 

@@ -274,7 +274,7 @@ def patch_run_many(monkeypatch: Any, client: Any, fn: Callable[..., Any]) -> Non
             transport, "run_many", lambda calls, extra=(): fn(calls, extra, real_sync)
         )
         monkeypatch.setattr(
-            transport, "send_many", lambda calls: Answered(fn(calls, (), real_sync))
+            transport, "send_many", lambda calls, after=None: Answered(fn(calls, (), real_sync))
         )
         return
     engine = client.aclient._engine
