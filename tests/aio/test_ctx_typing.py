@@ -56,7 +56,10 @@ def test_each_shell_types_its_ctx(tmp_path: Path) -> None:
         [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(snippet)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    # The snippet's errors only: against an older redis-py's stubs (the floor leg of CI)
+    # mypy also follows imports into the package and reports what those stubs lack there.
+    errors = [line for line in done.stdout.splitlines()
+              if ": error:" in line and f"{snippet.name}:" in line]  # fmt: skip
     wrong = [i + 1 for i, line in enumerate(_SNIPPET.splitlines()) if "# WRONG" in line]
     flagged = sorted({int(m.group(1)) for e in errors if (m := re.search(r":(\d+): error", e))})
     assert flagged == wrong, done.stdout + done.stderr
