@@ -23,9 +23,11 @@ from ._cluster import ClusterRouter, SlotRoute, cluster_client, is_cluster
 from .errors import InvalidArgument
 from ._options import check_number
 from ._scripts import Script
-from ._transport import KEEP_MAX, Transport, connect_error
+from ._transport import KEEP_MAX, Pending, Transport, connect_error
 
-__all__ = ["Engine", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S"]
+__all__ = [
+    "Engine", "Answered", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S",
+]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -37,6 +39,25 @@ CONNECT_TIMEOUT_S = 5.0
 #: server would hang a call for ever. The slowest script call (a 1000-job batch) takes
 #: milliseconds; a BUSY or LOADING server answers at once with an error.
 SOCKET_TIMEOUT_S = 30.0
+
+
+class Answered:
+    """Replies already read, behind :class:`~omniq_fast._transport.Pending`'s calls: what
+    :meth:`Engine.send_many` gives where the calls cannot stay on the wire unread."""
+
+    __slots__ = ("_replies",)
+
+    def __init__(self, replies: list[Any]) -> None:
+        self._replies = replies
+
+    def answered(self) -> bool:
+        return True
+
+    def result(self) -> list[Any]:
+        return self._replies
+
+    def abandon(self) -> None:
+        pass
 
 
 def now_ms() -> int:
@@ -216,4 +237,21 @@ class Engine:
         """Several encoded EVALSHAs on ``anchor``'s node (then ``extra`` commands) in one
         round trip; every reply in order, error replies as :class:`ReplyError` values."""
         return self.at(anchor).run_many(calls, extra)
+
+    def send_many(
+        self,
+        anchor: str,
+        calls: Sequence[tuple[Script, bytes]],
+        after: Union[Pending, Answered, None] = None,
+    ) -> Union[Pending, Answered]:
+        """:meth:`run_many` in two halves: the calls written now, their replies read from
+        what this returns (``.answered()`` peeks, ``.result()`` reads, as run_many would
+        return or raise), after those of ``after`` (calls sent before, not read yet). On
+        a single server known to be one the calls stay on the wire while the caller
+        works; in cluster mode (redirects, retries) or before the first call has told
+        which, they are answered here, as run_many."""
+        transport = self.transport
+        if transport is not None and self._cluster is False:
+            return transport.send_many(calls, after if isinstance(after, Pending) else None)
+        return Answered(self.run_many(anchor, calls))
 

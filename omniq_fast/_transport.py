@@ -40,7 +40,7 @@ from ._protocol.noscript import MAX_NOSCRIPT_RETRIES, resend
 from ._protocol.noscript import is_noscript as _is_noscript
 from ._scripts import Script
 
-__all__ = ["Transport", "Batch", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_MAX"]
+__all__ = ["Transport", "Batch", "Pending", "connect_error", "MAX_NOSCRIPT_RETRIES", "KEEP_MAX"]
 
 _NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -178,6 +178,11 @@ class _Wire:
         except (OSError, ValueError):
             return True
 
+    def replied(self) -> bool:
+        """Whether bytes (or the end of the stream) wait to be read: on a wire with
+        replies due, the same peek as :meth:`closed_by_peer` says they have begun to come."""
+        return self.closed_by_peer()
+
     def read(self, count: int) -> list[Any]:
         parser, recv = self.parser, self.sock.recv
         replies: list[Any] = []
@@ -201,6 +206,73 @@ def _give_back(pool: Any, idle: list[_Wire]) -> None:
             break
         except Exception:  # the pool is gone or closed: nothing is left to give back to
             pass
+
+
+class _Line:
+    """A wire held for calls written ahead of their reads (:class:`Pending`), read in the
+    order written; given back once the last is read, closed if any read fails."""
+
+    __slots__ = ("transport", "wire", "unread")
+
+    def __init__(self, transport: "Transport", wire: _Wire) -> None:
+        self.transport = transport
+        self.wire: Optional[_Wire] = wire
+        self.unread: deque[Pending] = deque()
+
+    def close(self) -> None:
+        wire, self.wire = self.wire, None
+        if wire is not None:
+            self.transport._checkin(wire, False)
+
+
+class Pending:
+    """Script calls written and not read yet (:meth:`Transport.send_many`): the caller does
+    other work meanwhile, then reads. Its connection is held until read (or abandoned), so
+    no other caller's replies cross with its own; calls written after it on the same
+    connection (``after=``) are read after it."""
+
+    __slots__ = ("_line", "_calls", "_what")
+
+    def __init__(self, line: _Line, calls: Sequence[tuple[Script, bytes]], what: str) -> None:
+        self._line, self._calls, self._what = line, calls, what
+
+    def answered(self) -> bool:
+        """Whether :meth:`result` would not wait for the server: a peek, no read."""
+        line = self._line
+        if line.wire is None:
+            return True  # the connection failed: result() raises at once
+        return line.unread[0] is self and line.wire.replied()
+
+    def result(self) -> list[Any]:
+        """Every reply, in order, error replies as values (NOSCRIPT ones re-run, as
+        :meth:`Transport.run_many` does); :class:`ConnectionLost` as for a round trip,
+        also when the connection failed under calls written before these."""
+        line = self._line
+        assert line.unread and line.unread[0] is self, "read in the order written"
+        line.unread.popleft()
+        wire, transport, calls = line.wire, line.transport, self._calls
+        if wire is None:
+            raise lost(self._what, ConnectionError("the connection failed under earlier calls"))
+        try:
+            replies = wire.read(len(calls))
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            line.close()
+            raise lost(self._what, exc) from exc
+        except BaseException:
+            line.close()
+            raise
+        if not line.unread:
+            line.wire = None
+            transport._checkin(wire, True)
+        transport._resend_noscript(calls, replies, self._what)
+        return replies
+
+    def abandon(self) -> None:
+        """Never read the replies: the connection is closed (its state is unknown)."""
+        line = self._line
+        if self in line.unread:
+            line.unread.remove(self)
+        line.close()
 
 
 #: Every live transport, so that a forked child forgets their kept connections.
@@ -448,6 +520,32 @@ class Transport:
         replies = self.roundtrip(data, count, what)
         self._resend_noscript(calls, replies, what, extra)
         return replies
+
+    def send_many(
+        self, calls: Sequence[tuple[Script, bytes]], after: Optional[Pending] = None
+    ) -> Pending:
+        """Several encoded EVALSHAs in one write, their replies read later from what this
+        returns (:meth:`run_many` in two halves); ``after``: on the connection of calls
+        written before and not read yet, to be read after them. A failed write raises
+        :class:`ConnectionLost` (part of it may have reached the server)."""
+        what = "+".join(script.name for script, _ in calls)
+        if after is not None and after._line.wire is not None:
+            line = after._line
+        else:
+            line = _Line(self, self._checkout())
+        wire = line.wire
+        assert wire is not None
+        try:
+            wire.send(b"".join(call for _, call in calls))
+        except (*_NETWORK_ERRORS, ProtocolError) as exc:
+            line.close()
+            raise lost(what, exc) from exc
+        except BaseException:
+            line.close()
+            raise
+        pending = Pending(line, calls, what)
+        line.unread.append(pending)
+        return pending
 
     def run_one(self, script: Script, data: bytes, extra: bytes = b"") -> Any:
         """One encoded EVALSHA, and ``extra`` (one encoded command, e.g. a PUBLISH, or

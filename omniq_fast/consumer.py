@@ -31,9 +31,9 @@ import logging
 import time
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from ._consumer_engine import engine_of, now_ms
+from ._consumer_engine import Answered, Pending, engine_of, now_ms
 from ._protocol.idle import Change
 from ._protocol.dispatch import DEFAULT_PREFETCH, MAX_PREFETCH, STOP_PATIENCE_S, Dispatcher, Trip
 from ._protocol.effects import (
@@ -73,6 +73,26 @@ __all__ = [
 log = logging.getLogger("omniq_fast.consumer")
 
 Handler = Callable[[JobCtx], Any]
+
+
+class Sent:
+    """A trip on the wire: its calls written, its replies to read from ``wire`` (or the
+    error that stopped the write)."""
+
+    __slots__ = ("trip", "wire")
+
+    def __init__(self, trip: Trip, wire: Union[Pending, Answered, BaseException]) -> None:
+        self.trip, self.wire = trip, wire
+
+    def answered(self) -> bool:
+        """Whether reading the replies would not wait for the server."""
+        wire = self.wire
+        return isinstance(wire, BaseException) or wire.answered()
+
+    def abandon(self) -> None:
+        """Never read: the connection it holds is closed."""
+        if not isinstance(self.wire, BaseException):
+            self.wire.abandon()
 
 
 class Consumer(StopOnSignals):
@@ -250,38 +270,72 @@ class Consumer(StopOnSignals):
 
     def _loop(self, workers: Optional[Workers]) -> None:
         dispatch = self._dispatch
-        while True:
-            self._event.clear()
-            self._collect()
-            stopping = self._stop.is_set()
-            if stopping:
-                self._closing = True
-                if dispatch.running == 0:
-                    return
-            now = time.monotonic()
-            trip = dispatch.plan(now, now_ms(), stopping)
-            if trip is not None:
-                self._round_trip(trip)
-            if dispatch.should_stop():
-                self.stop()
-                continue
-            if workers is not None:
-                while (ctx := dispatch.next_job(stopping)) is not None:
-                    workers.submit(ctx)
-            elif (ctx := dispatch.next_job(stopping)) is not None:
-                self._run_inline(ctx)
-                continue
-            self._event.wait(dispatch.wait_time(now, stopping), self._listener)
-
-    def _round_trip(self, trip: Trip) -> None:
-        dispatch = self._dispatch
-        self._apply(dispatch.take_effects())  # hold the beats of the acks going out
+        # Inline handlers (concurrency 1) would leave the server idle while they run and
+        # themselves idle while the server answers: so while jobs are in hand, trips go
+        # out ahead (up to AHEAD unanswered, in order on one connection) and the jobs run
+        # while they are on the wire; replies are read once they have begun to come, or
+        # when there is nothing else to do. Worker threads overlap by themselves (they
+        # run while the dispatcher waits on a round trip).
+        ahead = workers is None
+        sent: deque[Sent] = deque()
         try:
-            replies = self._engine.run_many(trip.anchor, trip.calls)
+            while True:
+                self._event.clear()
+                self._collect()
+                stopping = self._stop.is_set()
+                while sent and (stopping or sent[0].answered()):
+                    self._receive(sent.popleft())
+                if stopping:
+                    self._closing = True
+                    if dispatch.running == 0 and not sent:
+                        return
+                now = time.monotonic()
+                trip = dispatch.plan(now, now_ms(), stopping, ahead)
+                if trip is not None:
+                    out = self._send(trip, sent[-1] if sent else None)
+                    if ahead and dispatch.ready and not stopping:
+                        sent.append(out)  # read later, in order
+                    else:
+                        self._receive(out)  # nothing to run meanwhile (none on the wire)
+                if dispatch.should_stop():
+                    self.stop()
+                    continue
+                if workers is not None:
+                    while (ctx := dispatch.next_job(stopping)) is not None:
+                        workers.submit(ctx)
+                elif (ctx := dispatch.next_job(stopping)) is not None:
+                    self._run_inline(ctx)
+                    continue
+                if sent:  # nothing to run until the oldest trip's replies are in
+                    self._receive(sent.popleft())
+                    continue
+                self._event.wait(dispatch.wait_time(now, stopping), self._listener)
+        finally:
+            for out in sent:
+                out.abandon()  # leaving at once (Ctrl+C): their outcome stays unknown
+
+    def _send(self, trip: Trip, after: Optional["Sent"] = None) -> "Sent":
+        """Write the trip's calls (after ``after``'s, on its connection); their replies
+        are read by :meth:`_receive`."""
+        self._apply(self._dispatch.take_effects())  # hold the beats of the acks going out
+        before = None if after is None or isinstance(after.wire, BaseException) else after.wire
+        try:
+            return Sent(trip, self._engine.send_many(trip.anchor, trip.calls, before))
         except TRANSIENT_ERRORS as exc:
-            dispatch.lost(trip, exc, time.monotonic())
+            return Sent(trip, exc)
+
+    def _receive(self, sent: "Sent") -> None:
+        """Read the replies of a trip :meth:`_send` wrote, and act on them."""
+        dispatch, trip, wire = self._dispatch, sent.trip, sent.wire
+        if isinstance(wire, BaseException):
+            dispatch.lost(trip, wire, time.monotonic())
         else:
-            dispatch.replied(trip, replies, time.monotonic())
+            try:
+                replies = wire.result()
+            except TRANSIENT_ERRORS as exc:
+                dispatch.lost(trip, exc, time.monotonic())
+            else:
+                dispatch.replied(trip, replies, time.monotonic())
         self._apply(dispatch.take_effects())
 
     def _apply(self, effects: list[Effect]) -> None:
@@ -385,7 +439,7 @@ class Consumer(StopOnSignals):
                 break
             if wait > 0:
                 time.sleep(wait)
-            self._round_trip(dispatch.ack_trip(now_ms()))
+            self._receive(self._send(dispatch.ack_trip(now_ms())))
         dispatch.give_back()
         self._apply(dispatch.take_effects())
         if self.stopping:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Coroutine, Optional, Sequence, Union
 import redis as redis_py
 import redis.asyncio as aioredis
 
+from omniq_fast._engine import Answered
 from omniq_fast._reporting import is_async_handler
 
 from omniq_fast import (
@@ -263,12 +264,17 @@ def run_consumer(shell: str, url: str, core_name: str, queue: str,
 def patch_run_many(monkeypatch: Any, client: Any, fn: Callable[..., Any]) -> None:
     """Route every round trip of ``client``'s engine (each consumer trip is one) through
     ``fn(calls, extra, real)``, a plain function: ``real(calls, extra)`` sends it for real.
-    On the async shell ``fn`` runs in a thread, ``real`` on the loop."""
+    On the async shell ``fn`` runs in a thread, ``real`` on the loop. The blocking
+    consumer's overlapped trips (``send_many``, replies read later) go through ``fn`` too,
+    answered at once."""
     if not isinstance(client, BlockingAsync):
         transport = client._engine.transport
         real_sync = transport.run_many
         monkeypatch.setattr(
             transport, "run_many", lambda calls, extra=(): fn(calls, extra, real_sync)
+        )
+        monkeypatch.setattr(
+            transport, "send_many", lambda calls, after=None: Answered(fn(calls, (), real_sync))
         )
         return
     engine = client.aclient._engine

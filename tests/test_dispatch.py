@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from omniq_fast import _core_py as core
 from omniq_fast._protocol.dispatch import Dispatcher, Trip
 from omniq_fast._protocol.effects import HoldBeats, Release, ResumeBeats, StartBeats, StopBeats
@@ -186,3 +188,63 @@ def test_held_leases_are_not_beaten_until_resumed() -> None:
     assert book.resume(["a"]) and len(book.due(100.0)) == 1
     book.drop(["a"])
     assert book.next_due() is None
+
+
+# ----------------------------------------------------------------- trips ahead (overlap)
+
+
+def _with_handler_time(d: Dispatcher) -> None:
+    """Run one job so the prefetch cap opens (fast handlers: the full 64)."""
+    reserve_one(d)
+    ctx = d.next_job(False)
+    assert ctx is not None
+    d.finished(ctx, None, 1e-6, 0.0)
+    d.take_effects()
+
+
+def test_trips_go_ahead_only_while_jobs_are_in_hand_and_count_what_they_bring() -> None:
+    d = dispatcher()
+    _with_handler_time(d)
+    first = d.plan(0.0, NOW_MS, False, ahead=True)
+    assert first is not None and first.asked == 65  # 1 worker + 64 prefetched
+    assert d.plan(0.0, NOW_MS, False, ahead=True) is None  # nothing ready: wait for it
+    ids = [(f"j{i}", 1) for i in range(65)]
+    d.replied(first, [[b"OK"], jobs_reply(*ids)], 0.0)
+    # 20 run: room for 20, but a second trip is planned ahead only with ``ahead``.
+    for _ in range(20):
+        ctx = d.next_job(False)
+        assert ctx is not None
+        d.finished(ctx, None, 1e-6, 0.0)
+    second = d.plan(0.0, NOW_MS, False, ahead=True)
+    assert second is not None and second.asked == 20
+    assert d.plan(0.0, NOW_MS, False) is None  # one unanswered: none more without ahead
+    for _ in range(20):
+        ctx = d.next_job(False)
+        assert ctx is not None
+        d.finished(ctx, None, 1e-6, 0.0)
+    # The 20 coming count as in hand: the third asks for what the last 20 freed.
+    third = d.plan(0.0, NOW_MS, False, ahead=True)
+    assert third is not None and third.asked == 20 and kinds(third) == ["ack_ok", "reserve"]
+    assert d.plan(0.0, NOW_MS, False, ahead=True) is None  # AHEAD (2) unanswered at most
+    assert not d.should_stop()
+    with pytest.raises(AssertionError, match="in order"):
+        d.replied(third, [[b"OK"] * 20, [b"EMPTY"]], 0.0)  # before the second: refused
+
+
+def test_a_job_to_run_alone_sends_back_what_a_trip_ahead_brings() -> None:
+    d = dispatcher()
+    _with_handler_time(d)
+    first = d.plan(0.0, NOW_MS, False, ahead=True)
+    assert first is not None
+    d.replied(first, [[b"OK"], jobs_reply(("a1", 1), ("a2", 1))], 0.0)
+    second = d.plan(0.0, NOW_MS, False, ahead=True)  # ahead: jobs are in hand
+    assert second is not None and second.asked > 0
+    # The job that ran before comes in the second trip's reply, after two fresh ones
+    # and before one more: everything but it goes back, the earlier jobs still waiting
+    # included, and it runs alone.
+    d.take_effects()
+    d.replied(second, [jobs_reply(("b1", 1), ("suspect", 2), ("b2", 1))], 0.0)
+    released = [e for e in d.take_effects() if isinstance(e, Release)]
+    assert [sorted(c.job_id for c in e.ctxs) for e in released] == [["a1", "a2", "b1", "b2"]]
+    ctx = d.next_job(False)
+    assert ctx is not None and ctx.job_id == "suspect" and d.next_job(False) is None

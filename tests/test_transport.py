@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from types import ModuleType
+from typing import Any
 
 import pytest
 import redis
@@ -15,7 +16,12 @@ import redis
 from omniq_fast import (
     Client, ConnectionLost, DuplicateJob, PublishManyError, ReplyError, ReservedJob,
 )  # fmt: skip
+from omniq_fast import now_ms
+from omniq_fast._protocol import calls
+from omniq_fast._scripts import script
+from omniq_fast.keys import queue_anchor
 from peers import ScriptedServer, scripted  # noqa: F401  (fixture)
+from support import wait_until
 
 OK_BATCH = b"*2\r\n$2\r\nOK\r\n$1\r\n5\r\n"
 
@@ -249,3 +255,71 @@ def test_the_portable_wire_sends_and_peeks_without_poll(
         assert c.publish(qname, {"i": 1})
     assert admin.llen("{" + qname + "}:wait") == 2
     admin.close()
+
+
+def _reserve(core: ModuleType, queue: str, n: int) -> tuple[Any, bytes]:
+    s = script("reserve_batch")
+    return s, calls.evalsha(core, s, queue_anchor(queue), now_ms(), n)
+
+
+def test_calls_written_ahead_are_read_in_order_on_one_connection(
+    redis_url: str, qname: str, core: ModuleType
+) -> None:
+    """send_many(after=...) writes behind calls not read yet, on their connection: the
+    replies come back to the right caller, and the connection is kept once all are read."""
+    with Client(redis_url, _core=core) as c:
+        ids = [c.publish(qname, {"i": i}) for i in range(3)]
+        transport = c._engine.transport
+        assert transport is not None
+        first = transport.send_many([_reserve(core, qname, 1)])
+        second = transport.send_many([_reserve(core, qname, 2)], after=first)
+        assert second._line is first._line  # one connection, written in order
+        wire = first._line.wire
+        wait_until(first.answered, "the first reply", 5)
+        assert not second.answered()  # not before the first is read
+        (one,) = first.result()
+        (two,) = second.result()
+        assert [j.job_id for j in core.parse_reserve_batch_reply(one)] == ids[:1]
+        assert [j.job_id for j in core.parse_reserve_batch_reply(two)] == ids[1:]
+        assert wire in transport._idle  # given back, healthy
+
+
+def test_a_connection_killed_under_calls_written_ahead_fails_the_unread_ones(
+    redis_url: str, r: redis.Redis, qname: str, core: ModuleType
+) -> None:
+    with Client(redis_url, _core=core) as c:
+        c.publish(qname, {"i": 0})
+        transport = c._engine.transport
+        assert transport is not None
+        first = transport.send_many([_reserve(core, qname, 1)])
+        wait_until(first.answered, "the first reply", 5)  # in our socket's buffer
+        wire = first._line.wire
+        assert wire is not None
+        host, port = wire.sock.getsockname()[:2]
+        assert r.client_kill(f"{host}:{port}")
+        time.sleep(0.05)
+        try:
+            second = transport.send_many([_reserve(core, qname, 1)], after=first)
+        except ConnectionLost:
+            second = None  # the write itself failed: as good, its effect is unknown
+        (one,) = first.result()  # its reply had come before the kill
+        assert core.parse_reserve_batch_reply(one)[0].attempt == 1
+        if second is not None:
+            with pytest.raises(ConnectionLost):
+                second.result()
+        assert wire not in transport._idle  # the dead connection is not kept
+        assert c.publish(qname, {"i": 1})  # a fresh connection serves the next call
+
+
+def test_abandoned_calls_close_their_connection(
+    redis_url: str, qname: str, core: ModuleType
+) -> None:
+    with Client(redis_url, _core=core) as c:
+        transport = c._engine.transport
+        assert transport is not None
+        pending = transport.send_many([_reserve(core, qname, 1)])
+        wire = pending._line.wire
+        assert wire is not None
+        pending.abandon()
+        assert pending.answered() and wire not in transport._idle
+        assert wire.sock.fileno() == -1 or wire.conn._sock is None

@@ -43,7 +43,7 @@ from .leases import default_heartbeat_interval
 
 __all__ = [
     "Dispatcher", "Trip", "MAX_PREFETCH", "DEFAULT_PREFETCH", "STOP_PATIENCE_S",
-    "PREFETCH_HORIZON_S",
+    "PREFETCH_HORIZON_S", "AHEAD",
 ]  # fmt: skip
 
 #: Most jobs one reserve may prefetch, and most acks per batched call (the scripts' limit).
@@ -57,18 +57,23 @@ DEFAULT_PREFETCH = 64
 STOP_PATIENCE_S = 10.0
 #: Prefetch what the workers get through in this long, at the handler time seen so far.
 PREFETCH_HORIZON_S = 0.005
+#: Most trips on the wire at once for a shell that runs ready jobs meanwhile
+#: (``plan(..., ahead=True)``): with two, the server has the next trip queued when it
+#: answers one, and works while the client reads that answer and runs the jobs it brought.
+AHEAD = 2
 
 Acks = list[JobCtx]
 FailAcks = list[tuple[JobCtx, str]]
 
 @dataclass(frozen=True)
 class Trip:
-    """One round trip: the script calls to send to ``anchor``, in order, and what each
-    one is."""
+    """One round trip: the script calls to send to ``anchor``, in order, what each one
+    is, and how many jobs its reserve asks for (0: none)."""
 
     anchor: str
     calls: list[tuple[Script, bytes]]
     steps: list[tuple[str, Any]]
+    asked: int = 0
 
 
 class Dispatcher:
@@ -143,6 +148,11 @@ class Dispatcher:
         self._isolated: Optional[JobCtx] = None
         self._cautious = False  # reserve one job at a time after running one in isolation
         self._took: dict[str, float] = {}  # handler seconds until the ack line (verbose)
+        # Trips planned and not yet answered (replied or lost), oldest first: a shell that
+        # runs ready jobs while they are on the wire plans up to AHEAD of them, answered
+        # in order; the jobs their reserves ask for count as coming.
+        self.flights: deque[Trip] = deque()
+        self._coming = 0
 
     # ------------------------------------------------------------------ effects
 
@@ -227,6 +237,8 @@ class Dispatcher:
     def should_stop(self) -> bool:
         """``max_jobs`` reached with every ack answered, or (``burst``) a reserve sent
         while nothing ran had nothing to hand out."""
+        if self.flights:
+            return False  # their acks are not answered yet, their reserves may bring jobs
         if (
             self.max_jobs is not None
             and self.taken >= self.max_jobs
@@ -238,10 +250,19 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ what to send
 
-    def plan(self, now: float, now_ms: int, stopping: bool) -> Optional[Trip]:
+    def plan(self, now: float, now_ms: int, stopping: bool, ahead: bool = False) -> Optional[Trip]:
         """The round trip to make now, if any: promote and reap when due, acks when a
         reserve goes out or they waited ``ack_delay_s``, a reserve when there is room.
-        Nothing goes out while backing off after a failure."""
+        Nothing goes out while backing off after a failure.
+
+        One trip at a time is answered before the next is planned, unless ``ahead``: the
+        shell can leave trips on the wire while it runs the ready jobs, so while there
+        are some, up to :data:`AHEAD` trips may be unanswered (with none ready, the
+        shell has to wait for the oldest anyway)."""
+        if self.flights and not (
+            ahead and self.ready and not stopping and len(self.flights) < AHEAD
+        ):
+            return None
         timers = self.timers
         holding = self.running > 0 or bool(self.ready) or bool(self._acks_ok or self._acks_fail)
         kinds = [] if stopping else timers.due(now, holding)
@@ -260,7 +281,7 @@ class Dispatcher:
         self._got_jobs = self._paused = self._nothing_handed = False
         if not kinds and not want and not read:
             return None
-        trip = Trip(self._anchor, [], [])
+        trip = Trip(self._anchor, [], [], want)
         for kind in kinds:
             if kind == "acks":
                 self._add_acks(trip, now_ms)
@@ -277,12 +298,15 @@ class Dispatcher:
             s = script("next_due")
             trip.calls.append((s, calls.evalsha(self._core, s, self._anchor)))
             trip.steps.append(("next_due", now_ms))
+        self.flights.append(trip)
+        self._coming += want
         return trip
 
     def ack_trip(self, now_ms: int) -> Trip:
         """A round trip of the pending acks alone (the last ones, at stop)."""
         trip = Trip(self._anchor, [], [])
         self._add_acks(trip, now_ms)
+        self.flights.append(trip)
         return trip
 
     def _add_acks(self, trip: Trip, now_ms: int) -> None:
@@ -319,12 +343,12 @@ class Dispatcher:
         if self._isolated is not None:
             return 0  # nothing else in flight while it runs
         target = self.concurrency + self._prefetch_cap()
-        room = target - len(self.ready) - self.running
+        room = target - len(self.ready) - self.running - self._coming
         if self.max_jobs is not None:
             room = min(room, self.max_jobs - self.taken - len(self.ready))
         if room <= 0:
             return 0
-        idle_worker = self.running < self.concurrency and not self.ready
+        idle_worker = self.running < self.concurrency and not self.ready and not self._coming
         if not idle_worker and self._dry_since is not None:
             # The last reserve found the queue empty: while jobs are still in hand, ask
             # again only after a poll interval or a wake message, not after every job.
@@ -390,6 +414,7 @@ class Dispatcher:
         landed, and the job is not left to run again when its lease expires. A reserve
         that may have run is not repeated; jobs it may have leased come back when their
         leases expire."""
+        self._landed(trip)
         self._requeue_acks(trip.steps, now)
         if any(kind == "next_due" for kind, _ in trip.steps):
             self.timers.lost()
@@ -397,6 +422,7 @@ class Dispatcher:
 
     def replied(self, trip: Trip, replies: list[Any], now: float) -> None:
         """Read the replies of ``trip``, in order (error replies as exception values)."""
+        self._landed(trip)
         trouble: Optional[BaseException] = None
         for (kind, arg), reply in zip(trip.steps, replies):
             is_ack = kind in ("ack_ok", "ack_fail")
@@ -433,6 +459,12 @@ class Dispatcher:
             self._backoff.reset()
             self.retry_at = None
             self._effects.append(Recovered())
+
+    def _landed(self, trip: Trip) -> None:
+        """``trip``, the oldest unanswered one, is answered (replied or lost)."""
+        assert self.flights and self.flights[0] is trip, "trips are answered in order"
+        self.flights.popleft()
+        self._coming -= trip.asked
 
     def _log(self, level: int, msg: str, *args: Any) -> None:
         self._effects.append(Log(level, msg, args))
@@ -491,6 +523,10 @@ class Dispatcher:
             self._effects.append(StartBeats(ctxs, interval))
         if self._isolated is None:
             self._isolate()
+        else:
+            # A trip planned before the job to run alone came in brought these: it must
+            # still run with nothing else in this process, so they go back too.
+            self._give_back_all_but(self._isolated)
         if all(job.attempt <= 1 for job in jobs):
             self._cautious = False
 
@@ -500,10 +536,15 @@ class Dispatcher:
         suspect = next((ctx for ctx in self.ready if ctx.attempt > 1), None)
         if suspect is None:
             return
-        others = [ctx for ctx in self.ready if ctx is not suspect]
         self._isolated = suspect
         self._cautious = True
-        self.ready = deque([suspect])
+        self._give_back_all_but(suspect)
+
+    def _give_back_all_but(self, suspect: JobCtx) -> None:
+        """Give back every job not yet started but ``suspect`` (ready, or running)."""
+        waiting = any(ctx is suspect for ctx in self.ready)
+        others = [ctx for ctx in self.ready if ctx is not suspect]
+        self.ready = deque([suspect] if waiting else [])
         if others:
             self._effects.append(StopBeats([c.job_id for c in others]))
             self._effects.append(Release(others, isolating=suspect))
