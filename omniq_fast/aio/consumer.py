@@ -502,7 +502,7 @@ class AsyncConsumer(StopOnSignals):
                 self.finished(ctx, None, -1.0)  # never started: given back at the end
                 continue
             await self._run_job(ctx)
-            if len(self._done) >= _YIELD_EVERY:
+            if len(self._done) == _YIELD_EVERY:
                 # A handler that never suspends (and a Queue.get of a job already queued)
                 # would run the whole batch without the dispatcher getting a turn: it
                 # would send the next trip only once the batch is done, and the server
