@@ -293,7 +293,7 @@ class Consumer(StopOnSignals):
                 trip = dispatch.plan(now, now_ms(), stopping, ahead)
                 if trip is not None:
                     out = self._send(trip, sent[-1] if sent else None)
-                    if ahead and dispatch.ready and not stopping:
+                    if ahead and dispatch.in_hand and not stopping:
                         sent.append(out)  # read later, in order
                     else:
                         self._receive(out)  # nothing to run meanwhile (none on the wire)

@@ -18,12 +18,19 @@ else:  # pragma: no cover
 
 import pytest
 
+import omniq_fast
 from support import module_imports
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The package these tests import: the source tree's, or (a copied test suite run against
+#: a built wheel) the installed one; its imports are scanned either way.
+PACKAGE = Path(omniq_fast.__file__).resolve().parent
 
 
 @pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11")
+@pytest.mark.skipif(
+    not (ROOT / "omniq_fast").is_dir(), reason="no source tree beside tests/ (a copied test suite)"
+)
 def test_every_subpackage_and_data_directory_is_listed() -> None:
     """Every directory of shipped files: the subpackages, and those with no ``__init__.py``
     (the Lua scripts, the dashboard's assets), or setuptools warns "Package
@@ -54,17 +61,20 @@ SHELL_CIRCLES = frozenset((
 def _import_graph() -> dict[str, set[str]]:
     """Each module of the package and the package modules it imports (anywhere in it)."""
     files = {}
-    for path in (ROOT / "omniq_fast").rglob("*.py*"):
-        if path.suffix not in (".py", ".pyx"):
+    top = PACKAGE.parent
+    for path in PACKAGE.rglob("*"):
+        if path.suffix not in (".py", ".pyx", ".so", ".pyd") or "__pycache__" in path.parts:
             continue
-        parts = path.relative_to(ROOT).with_suffix("").parts
+        # An extension module's name ends at its first dot (_core.cpython-311-....so).
+        parts = path.relative_to(top).parts
+        parts = (*parts[:-1], parts[-1].split(".")[0])
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         targets = set()
-        # The compiled core is Cython (not parsed here): it imports only leaf modules
-        # (errors, types), as its pure twin does.
-        imports = module_imports(path, ROOT) if path.suffix == ".py" else []
+        # The compiled core (Cython source or built extension) is not parsed here: it
+        # imports only leaf modules (errors, types), as its pure twin does.
+        imports = module_imports(path, top) if path.suffix == ".py" else []
         for _, module in imports:
             # "from .x import y" names both x and x.y; the longest that is a module counts.
             while module and module not in files:

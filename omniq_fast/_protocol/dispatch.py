@@ -170,6 +170,13 @@ class Dispatcher:
             self._effects.append(Report(ctx, kind, arg))
 
     @property
+    def in_hand(self) -> int:
+        """Jobs reserved and not started that no worker is free for: what a shell runs
+        while trips are on the wire (ready ones, and those handed to a busy pool: an
+        asyncio queue counts its jobs as running)."""
+        return len(self.ready) + max(0, self.running - self.concurrency)
+
+    @property
     def has_acks(self) -> bool:
         return bool(self._acks_ok or self._acks_fail)
 
@@ -256,11 +263,11 @@ class Dispatcher:
         Nothing goes out while backing off after a failure.
 
         One trip at a time is answered before the next is planned, unless ``ahead``: the
-        shell can leave trips on the wire while it runs the ready jobs, so while there
-        are some, up to :data:`AHEAD` trips may be unanswered (with none ready, the
-        shell has to wait for the oldest anyway)."""
+        shell can leave trips on the wire while it runs the jobs in hand, so while there
+        are some (:attr:`in_hand`), up to :data:`AHEAD` trips may be unanswered (with
+        none, the shell has to wait for the oldest anyway)."""
         if self.flights and not (
-            ahead and self.ready and not stopping and len(self.flights) < AHEAD
+            ahead and self.in_hand and not stopping and len(self.flights) < AHEAD
         ):
             return None
         timers = self.timers

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence
 
 from .._consumer_engine import engine_of, now_ms
@@ -140,6 +141,11 @@ AsyncJobCtx = JobCtx[AsyncExec, AsyncCheckCompletion]
 AsyncHandler = Callable[[AsyncJobCtx], Awaitable[Any]]
 
 
+#: Completions after which a worker whose handlers never suspend lets the dispatcher run:
+#: the dispatcher plans a trip once a quarter of its target (64 + concurrency) is free.
+_YIELD_EVERY = 16
+
+
 async def _wait(event: asyncio.Event, timeout: Optional[float]) -> None:
     """Until ``event`` is set or ``timeout`` seconds passed (a timer, not a task per wait)."""
     if event.is_set():
@@ -238,6 +244,8 @@ class AsyncConsumer(StopOnSignals):
         self._beat_event: Optional[asyncio.Event] = None
         self._beat_lock: Optional[asyncio.Lock] = None
         self._jobs: Optional[asyncio.Queue[JobCtx]] = None
+        # Trips sent ahead and not answered yet, oldest first (see _loop).
+        self._flights: deque[tuple[Trip, asyncio.Future[list[Any]]]] = deque()
         self._sleep_until = 0.0
         self._done: list[tuple[JobCtx, Optional[str], float]] = []
         self._outage = Outage(log, f"consumer of {queue}")
@@ -340,18 +348,29 @@ class AsyncConsumer(StopOnSignals):
     async def _loop(self) -> None:
         dispatch, event, jobs = self._dispatch, self._event, self._jobs
         assert event is not None and jobs is not None
+        # While jobs are in hand (queued for the workers), trips go out ahead, up to AHEAD
+        # unanswered, and are answered in order as their replies come: the server has the
+        # next one queued when it answers one. Kept across a graceful stop's re-entry.
+        flights = self._flights
         while True:
             event.clear()
             self._collect()
             stopping = self._stopped
+            while flights and (stopping or flights[0][1].done()):
+                await self._land(*flights.popleft())
             if stopping:
                 self._closing = True
-                if dispatch.running == 0:
+                if dispatch.running == 0 and not flights:
                     return
             now = time.monotonic()
-            trip = dispatch.plan(now, now_ms(), stopping)
+            trip = dispatch.plan(now, now_ms(), stopping, ahead=True)
             if trip is not None:
-                await self._round_trip(trip)
+                sending = await self._start(trip)
+                if dispatch.in_hand and not stopping:
+                    sending.add_done_callback(lambda _: event.set())
+                    flights.append((trip, sending))
+                else:
+                    await self._land(trip, sending)  # none other on the wire
             if dispatch.should_stop():
                 self.stop()
                 continue
@@ -360,6 +379,10 @@ class AsyncConsumer(StopOnSignals):
             await _wait(event, dispatch.wait_time(now, stopping))
 
     async def _round_trip(self, trip: Trip) -> None:
+        await self._land(trip, await self._start(trip))
+
+    async def _start(self, trip: Trip) -> "asyncio.Future[list[Any]]":
+        """Send the trip's calls; what :meth:`_land` reads their replies from."""
         dispatch, lock = self._dispatch, self._beat_lock
         assert lock is not None
         effects = dispatch.take_effects()
@@ -367,7 +390,11 @@ class AsyncConsumer(StopOnSignals):
         if lock.locked() and any(isinstance(e, HoldBeats) for e in effects):
             async with lock:
                 pass  # a beat in flight finishes first: no beat follows an ack
-        sending = asyncio.ensure_future(self._engine.run_many(trip.anchor, trip.calls))
+        return asyncio.ensure_future(self._engine.run_many(trip.anchor, trip.calls))
+
+    async def _land(self, trip: Trip, sending: "asyncio.Future[list[Any]]") -> None:
+        """The replies of a trip :meth:`_start` sent, acted on."""
+        dispatch = self._dispatch
         cancelled: Optional[asyncio.CancelledError] = None
         try:
             try:
@@ -475,6 +502,12 @@ class AsyncConsumer(StopOnSignals):
                 self.finished(ctx, None, -1.0)  # never started: given back at the end
                 continue
             await self._run_job(ctx)
+            if len(self._done) == _YIELD_EVERY:
+                # A handler that never suspends (and a Queue.get of a job already queued)
+                # would run the whole batch without the dispatcher getting a turn: it
+                # would send the next trip only once the batch is done, and the server
+                # would idle meanwhile. Give it a turn now and then.
+                await asyncio.sleep(0)
 
     def _collect(self) -> None:
         done, dispatch = self._done, self._dispatch

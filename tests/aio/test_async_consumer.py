@@ -194,3 +194,42 @@ def test_multi_consumer_consumes_every_queue(
 
     stats = asyncio.run(main())
     assert stats.succeeded == 60 and seen == Counter({q: 30 for q in queues})
+
+
+def test_trips_go_ahead_while_jobs_are_queued_and_each_job_runs_once(
+    client: Client, r: redis.Redis, redis_url: str, core: ModuleType, qname: str
+) -> None:
+    """On a busy queue the next trip (acks + reserve) is on the wire while the workers
+    run the queued jobs: at times two trips are unanswered at once, never more, and still
+    every job runs once and is acked once."""
+    n = 2000
+    ids = client.publish_many(qname, [{"i": i} for i in range(n)])
+    seen: list[str] = []
+    unanswered = most = 0
+
+    async def handler(ctx: JobCtx) -> None:
+        seen.append(ctx.job_id)
+
+    async def main() -> ConsumerStats:
+        nonlocal unanswered, most
+        async with AsyncClient(redis_url, _core=core) as ac:
+            engine = ac._engine
+            real = engine.run_many
+
+            async def counted(anchor: str, calls: Any, extra: Any = ()) -> Any:
+                nonlocal unanswered, most
+                unanswered += 1
+                most = max(most, unanswered)
+                try:
+                    return await real(anchor, calls, extra)
+                finally:
+                    unanswered -= 1
+
+            engine.run_many = counted  # type: ignore[method-assign]
+            return await AsyncConsumer(ac, qname, handler, burst=True).run()
+
+    stats = asyncio.run(main())
+    assert stats.succeeded == n and stats.handled == n
+    assert sorted(seen) == sorted(ids)
+    assert most == 2
+    assert states(r, qname, ids) == Counter({"completed": n})
