@@ -17,7 +17,7 @@ from typing import Any
 
 from omniq_fast import AsyncClient, Client, Consumer
 from omniq_fast.aio.consumer import AsyncConsumer
-from omniq_fast.testing import EmbeddedServer
+from _server import on_server
 
 
 def _queue(client: Client, jobs: int) -> str:
@@ -78,11 +78,7 @@ def main() -> int:
                 aio = max(aio, async_rate(url, args.jobs, concurrency))
             print(f"| {concurrency} | {sync:,.0f} | {aio:,.0f} | {aio / sync:.2f} |")
 
-    if args.redis_url:
-        run(args.redis_url)
-    else:
-        with EmbeddedServer() as server:
-            run(server.url)
+    on_server(args.redis_url, run)
     return 0
 
 

@@ -38,7 +38,7 @@ import redis.asyncio as aredis
 
 from omniq_fast import AsyncClient, Client, now_ms
 from omniq_fast import _compat as core
-from omniq_fast.testing import EmbeddedServer
+from _server import on_server
 from omniq_fast.keys import queue_anchor
 from omniq_fast._options import enqueue_options
 from omniq_fast._scripts import script
@@ -169,11 +169,7 @@ def main() -> None:
               f"{', '.join(f'{r:.2f}' for r in to_bulk)}; AsyncClient / redis.asyncio "
               f"{', '.join(f'{r:.1f}x' for r in to_stock)}")  # fmt: skip
 
-    if args.redis_url:
-        measure(args.redis_url)
-    else:
-        with EmbeddedServer() as server:
-            measure(server.url)
+    on_server(args.redis_url, measure)
 
 
 if __name__ == "__main__":

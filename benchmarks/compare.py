@@ -39,7 +39,7 @@ import redis
 
 from omniq_fast import Client, ReservedJob
 from omniq_fast import _core_py
-from omniq_fast.testing import EmbeddedServer
+from _server import drain, on_server
 
 
 @dataclass
@@ -202,14 +202,8 @@ def bench_drain(url: str, r: redis.Redis, jobs: int, core: ModuleType, label: st
     with Client(url, _core=core) as c:
         c.publish_many(q, (payload(i) for i in range(jobs)))
 
-        def work() -> None:
-            while True:
-                got = c.reserve_many(q, 200)
-                if not isinstance(got, list) or not got:
-                    return
-                c.ack_success_many(q, got)
-
-        row = measure(f"omniq-fast reserve_many/ack_success_many ({label})", jobs, r, work)
+        row = measure(f"omniq-fast reserve_many/ack_success_many ({label})", jobs, r,
+                      lambda: drain(c, q, 200))  # fmt: skip
     drop(r, q)
     return row
 
@@ -284,11 +278,9 @@ def main() -> int:
     parser.add_argument("--publish-only", action="store_true",
                         help="only the publish rows (a quick look at single calls)")  # fmt: skip
     args = parser.parse_args()
-    if args.redis_url:
-        rows = run(args.redis_url, args.jobs, args.consume_jobs, args.publish_only)
-    else:
-        with EmbeddedServer() as server:
-            rows = run(server.url, args.jobs, args.consume_jobs, args.publish_only)
+    rows = on_server(
+        args.redis_url, lambda url: run(url, args.jobs, args.consume_jobs, args.publish_only)
+    )
     print(table(rows))
     if args.json:
         with open(args.json, "w") as fh:

@@ -27,8 +27,8 @@ from typing import Callable
 
 import redis
 
+from _server import drain, on_server
 from omniq_fast import Client, Consumer
-from omniq_fast.testing import EmbeddedServer
 
 
 def server_cpu(r: redis.Redis) -> float:
@@ -54,14 +54,7 @@ def loop_rate(url: str, r: redis.Redis, jobs: int) -> tuple[float, float]:
     with Client(url) as client:
         queue = queue_of(client, jobs)
 
-        def work() -> None:
-            while True:
-                got = client.reserve_many(queue, 500)
-                if not isinstance(got, list) or not got:
-                    return
-                client.ack_success_many(queue, got)
-
-        rate = timed(r, jobs, work)
+        rate = timed(r, jobs, lambda: drain(client, queue, 500))
         client.redis.delete(*client.redis.keys("{" + queue + "}*"))
     return rate
 
@@ -99,11 +92,7 @@ def main() -> int:
                   f"| {consumer / loop:.2f} |")  # fmt: skip
         r.close()
 
-    if args.redis_url:
-        run(args.redis_url)
-    else:
-        with EmbeddedServer() as server:
-            run(server.url)
+    on_server(args.redis_url, run)
     return 0
 
 

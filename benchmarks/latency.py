@@ -37,7 +37,7 @@ from typing import Any, Callable
 import redis
 
 from omniq_fast import Client
-from omniq_fast.testing import EmbeddedServer
+from _server import on_server
 
 _CONSUMER = textwrap.dedent(
     """
@@ -158,11 +158,7 @@ def main() -> int:
             print(f"| {consumer} | {producer} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                   f" {m['max_ms']:.2f} | {m['idle_commands_per_s']:.1f} |", flush=True)  # fmt: skip
 
-    if args.redis_url:
-        run(args.redis_url)
-    else:
-        with EmbeddedServer() as server:
-            run(server.url)
+    on_server(args.redis_url, run)
     return 0
 
 
