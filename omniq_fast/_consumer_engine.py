@@ -1,9 +1,11 @@
 """The one place a consumer reaches its client's I/O: the client's engine.
 
 The blocking consumer needs a sync engine: ``core``, ``run_many(anchor, calls, extra)``,
-``send_many(anchor, calls)`` (its replies read later: a :class:`Pending` or, where they
-cannot wait on the wire, an :class:`Answered`), ``run_plan(plan)``, and for its wake listener ``mode()`` (the cluster router, or None on a
-single server) and ``redis``; the asyncio consumer the same calls on an ``AsyncEngine``.
+``send_many(anchor, calls, after)`` (its replies read later: a :class:`Pending` or, where
+they cannot wait on the wire, an :class:`Answered`; a write that failed is a
+:class:`Failed`), ``run_plan(plan)``, and for its wake listener ``mode()`` (the cluster
+router, or None on a single server) and ``redis``; the asyncio consumer the same calls on
+an ``AsyncEngine``.
 
 The client is typed by shape (:class:`HasEngine`), not imported: the client imports the
 consumer, so importing the client here would close a circle.
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-from ._engine import Answered, now_ms
+from ._engine import Answered, Failed, now_ms
 from ._transport import Pending
 
-__all__ = ["HasEngine", "engine_of", "now_ms", "Answered", "Pending"]
+__all__ = ["HasEngine", "engine_of", "now_ms", "Answered", "Failed", "Pending"]
 
 E = TypeVar("E", covariant=True)
 

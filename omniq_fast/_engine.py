@@ -26,7 +26,7 @@ from ._scripts import Script
 from ._transport import KEEP_MAX, Pending, Transport, connect_error
 
 __all__ = [
-    "Engine", "Answered", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S",
+    "Engine", "Answered", "Failed", "now_ms", "with_defaults", "CONNECT_TIMEOUT_S", "SOCKET_TIMEOUT_S",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -55,6 +55,25 @@ class Answered:
 
     def result(self) -> list[Any]:
         return self._replies
+
+    def abandon(self) -> None:
+        pass
+
+
+class Failed:
+    """Calls whose write failed (the error that stopped it; part of it may have reached
+    the server): read like :class:`Answered`, :meth:`result` raises that error."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    def answered(self) -> bool:
+        return True
+
+    def result(self) -> list[Any]:
+        raise self._error
 
     def abandon(self) -> None:
         pass
@@ -242,7 +261,7 @@ class Engine:
         self,
         anchor: str,
         calls: Sequence[tuple[Script, bytes]],
-        after: Union[Pending, Answered, None] = None,
+        after: Union[Pending, Answered, Failed, None] = None,
     ) -> Union[Pending, Answered]:
         """:meth:`run_many` in two halves: the calls written now, their replies read from
         what this returns (``.answered()`` peeks, ``.result()`` reads, as run_many would

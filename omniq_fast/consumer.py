@@ -33,7 +33,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from ._consumer_engine import Answered, Pending, engine_of, now_ms
+from ._consumer_engine import Answered, Failed, Pending, engine_of, now_ms
 from ._protocol.idle import Change
 from ._protocol.dispatch import DEFAULT_PREFETCH, MAX_PREFETCH, STOP_PATIENCE_S, Dispatcher, Trip
 from ._protocol.effects import (
@@ -76,23 +76,13 @@ Handler = Callable[[JobCtx], Any]
 
 
 class Sent:
-    """A trip on the wire: its calls written, its replies to read from ``wire`` (or the
-    error that stopped the write)."""
+    """A trip on the wire: its calls written, its replies to read from ``wire`` (a failed
+    write reads as its error)."""
 
     __slots__ = ("trip", "wire")
 
-    def __init__(self, trip: Trip, wire: Union[Pending, Answered, BaseException]) -> None:
+    def __init__(self, trip: Trip, wire: Union[Pending, Answered, Failed]) -> None:
         self.trip, self.wire = trip, wire
-
-    def answered(self) -> bool:
-        """Whether reading the replies would not wait for the server."""
-        wire = self.wire
-        return isinstance(wire, BaseException) or wire.answered()
-
-    def abandon(self) -> None:
-        """Never read: the connection it holds is closed."""
-        if not isinstance(self.wire, BaseException):
-            self.wire.abandon()
 
 
 class Consumer(StopOnSignals):
@@ -283,7 +273,7 @@ class Consumer(StopOnSignals):
                 self._event.clear()
                 self._collect()
                 stopping = self._stop.is_set()
-                while sent and (stopping or sent[0].answered()):
+                while sent and (stopping or sent[0].wire.answered()):
                     self._receive(sent.popleft())
                 if stopping:
                     self._closing = True
@@ -293,7 +283,7 @@ class Consumer(StopOnSignals):
                 trip = dispatch.plan(now, now_ms(), stopping, ahead)
                 if trip is not None:
                     out = self._send(trip, sent[-1] if sent else None)
-                    if ahead and dispatch.in_hand and not stopping:
+                    if ahead and dispatch.runs_meanwhile(stopping):
                         sent.append(out)  # read later, in order
                     else:
                         self._receive(out)  # nothing to run meanwhile (none on the wire)
@@ -312,30 +302,28 @@ class Consumer(StopOnSignals):
                 self._event.wait(dispatch.wait_time(now, stopping), self._listener)
         finally:
             for out in sent:
-                out.abandon()  # leaving at once (Ctrl+C): their outcome stays unknown
+                out.wire.abandon()  # leaving at once (Ctrl+C): their outcome stays unknown
 
     def _send(self, trip: Trip, after: Optional["Sent"] = None) -> "Sent":
         """Write the trip's calls (after ``after``'s, on its connection); their replies
         are read by :meth:`_receive`."""
         self._apply(self._dispatch.take_effects())  # hold the beats of the acks going out
-        before = None if after is None or isinstance(after.wire, BaseException) else after.wire
         try:
-            return Sent(trip, self._engine.send_many(trip.anchor, trip.calls, before))
+            before = None if after is None else after.wire
+            wire = self._engine.send_many(trip.anchor, trip.calls, before)
         except TRANSIENT_ERRORS as exc:
-            return Sent(trip, exc)
+            return Sent(trip, Failed(exc))
+        return Sent(trip, wire)
 
     def _receive(self, sent: "Sent") -> None:
         """Read the replies of a trip :meth:`_send` wrote, and act on them."""
-        dispatch, trip, wire = self._dispatch, sent.trip, sent.wire
-        if isinstance(wire, BaseException):
-            dispatch.lost(trip, wire, time.monotonic())
+        dispatch, trip = self._dispatch, sent.trip
+        try:
+            replies = sent.wire.result()
+        except TRANSIENT_ERRORS as exc:
+            dispatch.lost(trip, exc, time.monotonic())
         else:
-            try:
-                replies = wire.result()
-            except TRANSIENT_ERRORS as exc:
-                dispatch.lost(trip, exc, time.monotonic())
-            else:
-                dispatch.replied(trip, replies, time.monotonic())
+            dispatch.replied(trip, replies, time.monotonic())
         self._apply(dispatch.take_effects())
 
     def _apply(self, effects: list[Effect]) -> None:

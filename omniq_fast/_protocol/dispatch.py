@@ -176,6 +176,12 @@ class Dispatcher:
         asyncio queue counts its jobs as running)."""
         return len(self.ready) + max(0, self.running - self.concurrency)
 
+    def runs_meanwhile(self, stopping: bool) -> bool:
+        """Whether the shell has jobs to run while a trip is on the wire: then a trip just
+        planned may stay unanswered (with ``plan(..., ahead=True)``); else the shell reads
+        its replies at once, having nothing else to do."""
+        return bool(self.in_hand) and not stopping
+
     @property
     def has_acks(self) -> bool:
         return bool(self._acks_ok or self._acks_fail)
@@ -267,7 +273,7 @@ class Dispatcher:
         are some (:attr:`in_hand`), up to :data:`AHEAD` trips may be unanswered (with
         none, the shell has to wait for the oldest anyway)."""
         if self.flights and not (
-            ahead and self.in_hand and not stopping and len(self.flights) < AHEAD
+            ahead and self.runs_meanwhile(stopping) and len(self.flights) < AHEAD
         ):
             return None
         timers = self.timers

@@ -366,7 +366,7 @@ class AsyncConsumer(StopOnSignals):
             trip = dispatch.plan(now, now_ms(), stopping, ahead=True)
             if trip is not None:
                 sending = await self._start(trip)
-                if dispatch.in_hand and not stopping:
+                if dispatch.runs_meanwhile(stopping):
                     sending.add_done_callback(lambda _: event.set())
                     flights.append((trip, sending))
                 else:
